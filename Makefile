@@ -1,0 +1,37 @@
+# Two commands for a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= outputs/demo
+
+.PHONY: venv demo test test-unit test-integration test-slow benchmarks-tiny clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Train both models on the shipped sample catalog, then score the held-out catalog with each.
+demo: venv
+	$(PY) -m jobs.train --catalog data/sample_catalog --output $(OUT)/models --config jobs/configs/local.yaml
+	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/custom_cnn --output $(OUT)/scores/custom_cnn --config jobs/configs/local.yaml --set predict.overwrite=true
+	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/mobilenet_v2 --output $(OUT)/scores/mobilenet_v2 --config jobs/configs/local.yaml --set predict.overwrite=true
+	$(PY) -m jobs.summarize $(OUT)/scores/custom_cnn $(OUT)/scores/mobilenet_v2
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration and not slow"
+
+test-integration: venv
+	$(PY) -m pytest -m "integration and not slow"
+
+test-slow: venv
+	$(PY) -m pytest -m slow
+
+# Unit, then integration, then slow: each must pass (STYLE.md §6).
+test: test-unit test-integration test-slow
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,56 @@
+"""Trains the catalog models data-parallel on Ray Train.
+
+    python -m jobs.train --catalog data/sample_catalog --output outputs/models --config jobs/configs/local.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs import runtime
+from jobs.config import load_config
+from pipeline import storage
+from pipeline.train_run import prepare_training, run_training
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--catalog", required=True, help="labelled catalog: <root>/<label>/ tree or manifest")
+    parser.add_argument("--output", required=True, help="where model artifacts go (path or s3://)")
+    parser.add_argument("--models", help="comma-separated: custom_cnn,mobilenet_v2")
+    parser.add_argument("--workers", type=int, help="Ray Train workers")
+    parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
+    parser.add_argument("--epochs", type=int, help="custom_cnn epochs and mobilenet_v2 head epochs")
+    parser.add_argument("--image-size", type=int, help="square input size in pixels")
+    parser.add_argument("--weights", help="mobilenet_v2 base weights: imagenet, none, or a file path/s3:// URI")
+    parser.add_argument("--config", help="YAML preset, e.g. jobs/configs/local.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime.setup_logging()
+
+    def body() -> int:
+        runtime.check_paths_usable(catalog=args.catalog, output=args.output, config=args.config or "")
+        config = load_config(args.config, args.set, **{
+            "model.names": args.models.split(",") if args.models else None,
+            "resources.workers": args.workers, "resources.gpu": args.gpu, "train.epochs": args.epochs,
+            "train.head_epochs": args.epochs, "model.image_size": args.image_size, "model.weights": args.weights})
+        logger.info("resolved config: %s", config.to_dict())
+        plan = prepare_training(args.catalog, args.output, config)
+        storage.write_json(storage.join(plan.output_uri, "config.json"), config.to_dict())
+        runtime.init_ray(config.resources)
+        results = run_training(plan)
+        for name, result in results.items():
+            print(f"{name}: test accuracy {result['test']['accuracy']:.4f} → {result['artifact']}")
+        return runtime.EXIT_OK
+
+    return runtime.run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Model registry: name → builder. Pure Keras, no Ray, no I/O."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+
+from models import custom_cnn, mobilenet_v2
+from models.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[..., keras.Model]
+    input_spec: Callable[[int], InputSpec]
+    two_phase: bool  # head first, then fine-tune the top of a pretrained base
+
+
+MODEL_BUILDERS: dict[str, ModelEntry] = {
+    "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec, two_phase=False),
+    "mobilenet_v2": ModelEntry(mobilenet_v2.build_mobilenet_v2, mobilenet_v2.input_spec, two_phase=True),
+}
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Looks a model up by name.
+
+    Raises:
+        ValueError: The name is not registered; the message lists the valid names.
+    """
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model name {name!r}; choose from {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[name]
+
+
+def build_model(name: str, num_classes: int, image_size: int, **options: Any) -> keras.Model:
+    """Builds a registered model with its declared input spec.
+
+    Args:
+        name: Registry key, e.g. "custom_cnn".
+        num_classes: Output classes (at least 2).
+        image_size: Square input side in pixels.
+        **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
+
+    Raises:
+        ValueError: Unknown name or fewer than two classes.
+    """
+    entry = get_entry(name)
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
+    return entry.build(num_classes, entry.input_spec(image_size), **options)
+
+
+__all__ = ["MODEL_BUILDERS", "InputSpec", "build_model", "get_entry"]

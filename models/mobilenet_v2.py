@@ -1,0 +1,74 @@
+"""MobileNetV2 transfer model: frozen base in inference mode, a small head, top-N fine-tuning."""
+from __future__ import annotations
+
+import keras
+
+from models.spec import InputSpec
+
+BASE_NAME = "mobilenetv2_base"
+
+
+def input_spec(image_size: int) -> InputSpec:
+    return InputSpec(image_size=image_size, pixel_range=(-1.0, 1.0))
+
+
+def build_mobilenet_v2(
+    num_classes: int,
+    spec: InputSpec,
+    weights: str | None = None,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Builds MobileNetV2 (alpha 1.0, no top) with a GAP → Dense 128 → Dropout → softmax head.
+
+    The base is called with `training=False` so its BatchNorm statistics stay frozen even after
+    fine-tuning unfreezes layers (keras-io transfer-learning guide). Pixels arrive in [0, 255] and
+    are mapped to [-1, 1] inside the model, which is what MobileNetV2 was trained on; the study fed
+    it [0, 1], one of the defects this product must not copy.
+
+    Args:
+        num_classes: Output classes.
+        spec: Input size.
+        weights: None (random init), "imagenet" (Keras download) or a local path to a Keras
+            weights file for the no-top base.
+        dropout: Dropout rate before the classifier.
+
+    Returns:
+        An uncompiled model whose base is frozen.
+    """
+    inputs = keras.Input(shape=spec.shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    base = keras.applications.MobileNetV2(
+        input_shape=spec.shape, alpha=1.0, include_top=False, weights=weights, name=BASE_NAME
+    )
+    base.trainable = False
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(128, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def base_model(model: keras.Model) -> keras.Model:
+    return model.get_layer(BASE_NAME)
+
+
+def unfreeze_top_layers(model: keras.Model, count: int) -> list[str]:
+    """Makes the last `count` layers of the base trainable, keeping BatchNorm frozen.
+
+    Callers must rebuild their optimizer and step function afterwards: both captured the old
+    trainable variable list.
+
+    Returns:
+        Names of the base layers that became trainable.
+    """
+    base = base_model(model)
+    base.trainable = True
+    unfrozen = []
+    for index, layer in enumerate(base.layers):
+        in_top = index >= len(base.layers) - count
+        is_batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = in_top and not is_batch_norm
+        if layer.trainable and layer.weights:
+            unfrozen.append(layer.name)
+    return unfrozen

@@ -1,0 +1,38 @@
+"""The input contract every model builder declares: what pixels the saved model expects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes in.
+
+    Models take raw RGB pixels in [0, 255] and rescale inside themselves, so scoring only has to
+    decode and resize: `pixel_range` records what the first layer maps them to, for the model card.
+    """
+
+    image_size: int
+    channels: int = 3
+    pixel_range: tuple[float, float] = (0.0, 1.0)
+    resize_method: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32:
+            raise ValueError(f"image_size={self.image_size} is too small; use 32 or more")
+        if self.channels != 3:
+            raise ValueError(f"channels={self.channels} is not supported; models take RGB (3)")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    def to_dict(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "input_pixels": [0, 255],
+            "pixel_range": list(self.pixel_range),
+            "color_mode": "RGB",
+            "resize_method": self.resize_method,
+        }

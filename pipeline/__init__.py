@@ -1,0 +1,1 @@
+"""Data, training loop, scoring and evaluation for catalog-classifier."""

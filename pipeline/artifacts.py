@@ -1,0 +1,166 @@
+"""Model artifacts: one directory per trained model (local or S3), and pretrained weights files.
+
+Layout: model.keras, model_card.json, history.json, curves.png, split.csv (+ model.onnx).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from filelock import FileLock
+
+from pipeline import storage
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "catalog-classifier")
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Pretrained weights as resolved on the driver: what to hand Keras, and what the card says."""
+
+    uri: str | None  # None = random init, "imagenet" = Keras download, otherwise a file URI
+    source: str
+
+
+def resolve_weights(weights: str, fallback: str | None, image_size: int) -> WeightsChoice:
+    """Checks the requested pretrained weights before any work starts.
+
+    "imagenet" is tried once (Keras downloads and caches it); if that fails and the config names a
+    fallback, the fallback is used and said loudly. A file must exist and fit MobileNetV2's no-top
+    base.
+
+    Raises:
+        ValueError: Missing file, a file that does not match the architecture, or a failed
+            download without a configured fallback.
+    """
+    try:
+        return _resolve_one(weights, image_size)
+    except ValueError as error:
+        if fallback is None:
+            raise
+        logger.warning("weights %r unavailable (%s); using the configured fallback %r", weights, error, fallback)
+        choice = _resolve_one(fallback, image_size)
+        return WeightsChoice(choice.uri, f"{choice.source} (fallback: {weights!r} unavailable: {error})")
+
+
+def _resolve_one(weights: str, image_size: int) -> WeightsChoice:
+    import keras
+
+    if weights.lower() == "none":
+        return WeightsChoice(None, "none (random initialisation)")
+    if weights.lower() == "imagenet":
+        try:
+            keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), include_top=False,
+                                           weights="imagenet")
+        except Exception as error:  # no internet surfaces as many different exception types
+            raise ValueError(f"--weights imagenet could not be downloaded ({type(error).__name__}: "
+                             f"{error}); pass --weights none or a local/s3:// weights file") from error
+        return WeightsChoice("imagenet", "imagenet (Keras applications download)")
+    if not storage.exists(weights):
+        raise ValueError(f"--weights {weights!r} does not exist; pass imagenet, none or a weights file")
+    local_path = fetch_weights(weights)
+    try:
+        keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=local_path)
+    except Exception as error:
+        raise ValueError(f"--weights {weights!r} does not fit MobileNetV2 (alpha 1.0, no top): "
+                         f"{type(error).__name__}: {error}") from error
+    digest = hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:16]
+    return WeightsChoice(storage.normalize(weights), f"file {storage.normalize(weights)} (sha256 {digest})")
+
+
+def fetch_weights(uri: str) -> str:
+    """Returns a local path for a weights file, downloading a remote one once per node.
+
+    A file lock keeps concurrent workers on one node from racing on the download.
+    """
+    if not storage.is_remote(uri):
+        return storage.normalize(uri)
+    name = hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + os.path.basename(uri)
+    os.makedirs(os.path.join(CACHE_DIR, "weights"), exist_ok=True)
+    target = os.path.join(CACHE_DIR, "weights", name)
+    with FileLock(target + ".lock"):
+        if not os.path.exists(target):
+            storage.write_bytes(target, storage.read_bytes(uri))
+    return target
+
+
+def content_version(path: str) -> str:
+    """Short content hash of a model file: the model version recorded everywhere."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import ray
+    import tensorflow
+
+    return {"python": platform.python_version(), "ray": ray.__version__, "tensorflow": tensorflow.__version__,
+            "keras": keras.__version__, "numpy": numpy.__version__}
+
+
+def localize(artifact_uri: str) -> str:
+    """Returns a local directory holding the artifact (downloaded once per node when remote)."""
+    if not storage.is_remote(artifact_uri):
+        return storage.normalize(artifact_uri)
+    target = os.path.join(CACHE_DIR, "artifacts", hashlib.sha256(artifact_uri.encode()).hexdigest()[:16])
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with FileLock(target + ".lock"):
+        if not os.path.exists(os.path.join(target, CARD_FILE)):
+            staging = tempfile.mkdtemp(dir=os.path.dirname(target))
+            storage.download_directory(artifact_uri, staging)
+            if os.path.exists(target):
+                import shutil
+                shutil.rmtree(target)
+            os.replace(staging, target)
+    return target
+
+
+def read_card(artifact_uri: str) -> dict[str, Any]:
+    """Reads and checks a model card.
+
+    Raises:
+        ValueError: The artifact is missing or unreadable.
+    """
+    card_uri = storage.join(artifact_uri, CARD_FILE)
+    try:
+        card = storage.read_json(card_uri)
+    except FileNotFoundError as error:
+        raise ValueError(f"--model {artifact_uri!r} is not a model artifact (no {CARD_FILE}); pass the "
+                         "directory that jobs.train wrote for one model") from error
+    except Exception as error:
+        raise ValueError(f"--model {artifact_uri!r} cannot be read: {type(error).__name__}: {error}") from error
+    for key in ("name", "version", "class_names", "input"):
+        if key not in card:
+            raise ValueError(f"model card {card_uri!r} lacks {key!r}; retrain with this version of jobs.train")
+    if not storage.exists(storage.join(artifact_uri, MODEL_FILE)):
+        raise ValueError(f"--model {artifact_uri!r} has no {MODEL_FILE}")
+    return card
+
+
+def load_keras_model(artifact_dir: str):
+    """Loads model.keras in safe mode: a file carrying a Lambda layer (arbitrary code) is refused.
+
+    Raises:
+        ValueError: The file is unsafe or not a Keras model.
+    """
+    import keras
+
+    path = os.path.join(artifact_dir, MODEL_FILE)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:
+        raise ValueError(f"model {path!r} was refused in Keras safe mode or is not a valid model: {error}") from error

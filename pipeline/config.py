@@ -1,0 +1,172 @@
+"""Frozen config sections. Each validates itself and names the key, the value and the fix.
+
+They live in `pipeline` (not `jobs`) because library code and Ray workers rebuild them from
+dicts; `jobs/config.py` only loads presets and overrides into them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+IMBALANCE_STRATEGIES = ("none", "class_weight", "oversample", "both")
+ENGINES = ("auto", "onnx", "keras")
+
+
+def _check(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The study's augmentation, applied to training batches only."""
+
+    enabled: bool = True
+    rotation_degrees: float = 20.0
+    width_shift: float = 0.1
+    height_shift: float = 0.1
+    shear: float = 0.1
+    zoom: float = 0.1
+    horizontal_flip: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.rotation_degrees <= 180, "augment.rotation_degrees", self.rotation_degrees, "0..180")
+        for key in ("width_shift", "height_shift", "shear", "zoom"):
+            value = getattr(self, key)
+            _check(0 <= value < 1, f"augment.{key}", value, "0 <= x < 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    max_image_pixels: int = 40_000_000
+    rows_per_block: int = 256
+
+    def __post_init__(self) -> None:
+        _check(0 < self.val_fraction < 0.5, "data.val_fraction", self.val_fraction, "0 < x < 0.5")
+        _check(0 < self.test_fraction < 0.5, "data.test_fraction", self.test_fraction, "0 < x < 0.5")
+        _check(self.max_image_pixels > 0, "data.max_image_pixels", self.max_image_pixels, "> 0")
+        _check(self.rows_per_block > 0, "data.rows_per_block", self.rows_per_block, "> 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    names: tuple[str, ...] = ("custom_cnn", "mobilenet_v2")
+    image_size: int = 224
+    # "imagenet" (Keras download), "none", or a local/s3:// Keras weights file for the base.
+    weights: str = "imagenet"
+    # Used only when `weights` cannot be fetched (e.g. no internet); None means fail instead.
+    weights_fallback: str | None = None
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        _check(len(self.names) > 0, "model.names", self.names, "one or more of custom_cnn, mobilenet_v2")
+        _check(32 <= self.image_size <= 1024, "model.image_size", self.image_size, "32..1024")
+        _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "0 <= x < 1")
+        _check(bool(self.weights), "model.weights", self.weights, "imagenet, none or a weights-file URI")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # custom_cnn epoch budget and mobilenet_v2 phase-1 (head) budget; `--epochs` sets both.
+    epochs: int = 30
+    head_epochs: int = 10
+    fine_tune_epochs: int = 5
+    fine_tune_layers: int = 20
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    batch_size_per_worker: int = 32
+    cnn_patience: int = 5
+    transfer_patience: int = 3
+    imbalance: str = "class_weight"
+    max_failures: int = 1
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "head_epochs", "batch_size_per_worker", "cnn_patience", "transfer_patience"):
+            _check(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive integer")
+        _check(self.fine_tune_epochs >= 0, "train.fine_tune_epochs", self.fine_tune_epochs, ">= 0")
+        _check(self.fine_tune_layers >= 0, "train.fine_tune_layers", self.fine_tune_layers, ">= 0")
+        _check(0 < self.learning_rate < 1, "train.learning_rate", self.learning_rate, "0 < x < 1")
+        _check(0 < self.fine_tune_learning_rate < 1, "train.fine_tune_learning_rate",
+               self.fine_tune_learning_rate, "0 < x < 1")
+        _check(self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance,
+               ", ".join(IMBALANCE_STRATEGIES))
+        _check(self.max_failures >= 0, "train.max_failures", self.max_failures, ">= 0")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Named so it does not clash with Ray's ScalingConfig."""
+
+    workers: int = 2
+    gpu: bool = False
+    cpus_per_worker: float = 1.0
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    # Logical CPUs for an embedded local Ray; None = the machine's count. Ignored on a cluster.
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.workers > 0, "resources.workers", self.workers, "a positive integer")
+        _check(self.actors > 0, "resources.actors", self.actors, "a positive integer")
+        _check(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "> 0")
+        _check(self.cpus_per_actor > 0, "resources.cpus_per_actor", self.cpus_per_actor, "> 0")
+        _check(self.num_cpus is None or self.num_cpus > 0, "resources.num_cpus", self.num_cpus, "> 0 or null")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    batch_size: int = 64
+    top_k: int = 3
+    low_confidence_threshold: float = 0.5
+    max_bad_fraction: float = 0.05
+    rows_per_file: int = 50_000
+    engine: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "predict.batch_size", self.batch_size, "a positive integer")
+        _check(self.top_k > 0, "predict.top_k", self.top_k, "a positive integer")
+        _check(0 <= self.low_confidence_threshold <= 1, "predict.low_confidence_threshold",
+               self.low_confidence_threshold, "0..1")
+        _check(0 <= self.max_bad_fraction <= 1, "predict.max_bad_fraction", self.max_bad_fraction, "0..1")
+        _check(self.rows_per_file > 0, "predict.rows_per_file", self.rows_per_file, "> 0")
+        _check(self.engine in ENGINES, "predict.engine", self.engine, ", ".join(ENGINES))
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> JobConfig:
+        """Builds the config from nested dicts; unknown sections or keys are errors."""
+        sections = {section.name: section.type for section in dataclasses.fields(cls)}
+        built = {}
+        for name, section_values in values.items():
+            if name not in sections:
+                raise ValueError(f"unknown config section {name!r}; known: {sorted(sections)}")
+            section_type = _SECTION_TYPES[name]
+            known = {f.name for f in dataclasses.fields(section_type)}
+            unknown = set(section_values or {}) - known
+            if unknown:
+                raise ValueError(f"unknown key(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
+            built[name] = section_type(**(section_values or {}))
+        return cls(**built)
+
+
+_SECTION_TYPES = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig,
+                  "train": TrainConfig, "resources": ResourcesConfig, "predict": PredictConfig}

@@ -1,0 +1,172 @@
+"""The only module that knows URI schemes: local paths, file:// and s3:// through fsspec.
+
+S3 endpoint and credentials come from the standard AWS_* variables (AWS_ENDPOINT_URL for
+S3-compatible stores), so the same code talks to AWS, MinIO or moto's server.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+
+logger = logging.getLogger(__name__)
+
+REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "abfs://", "az://")
+
+
+def is_remote(uri: str) -> bool:
+    return str(uri).startswith(REMOTE_SCHEMES)
+
+
+def normalize(uri: str) -> str:
+    """Returns a canonical URI: absolute local paths (no file://), or the remote URI unchanged."""
+    uri = str(uri)
+    if "\x00" in uri:
+        raise ValueError(f"URI {uri!r} contains a NUL byte")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if is_remote(uri):
+        return uri.rstrip("/") if uri.count("/") > 3 else uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Returns (filesystem, path inside it) for a URI."""
+    uri = normalize(uri)
+    if is_remote(uri):
+        options: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and uri.startswith(("s3://", "s3a://")):
+            options["endpoint_url"] = endpoint
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        return fs, path
+    return fsspec.filesystem("file"), uri
+
+
+def join(uri: str, *parts: str) -> str:
+    """Joins path parts under a URI, refusing parts that would escape it."""
+    base = normalize(uri)
+    for part in parts:
+        if "\x00" in part or part.startswith("/") or ".." in part.split("/"):
+            raise ValueError(f"path part {part!r} would leave {base}")
+    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Turns a filesystem path back into a full URI (S3 paths come back without the scheme)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return path
+    return f"{'s3' if protocol in ('s3', 's3a') else protocol}://{path}"
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        return handle.read()
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    return int(fs.size(path))
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Writes a whole object. Local writes go to a temporary name then rename, so a reader never
+    sees a half-written file; an S3 PUT is atomic by itself."""
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        fs.pipe_file(path, data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, payload: Any) -> None:
+    write_text(uri, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        fs.makedirs(path, exist_ok=True)
+
+
+def listdir(uri: str) -> list[str]:
+    """Lists full URIs directly under a directory URI (empty when it does not exist)."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(to_uri(fs, entry) for entry in fs.ls(path, detail=False))
+
+
+def find(uri: str) -> list[tuple[str, int]]:
+    """Lists every file under a URI recursively as (full URI, size)."""
+    fs, path = filesystem(uri)
+    found = fs.find(path, detail=True)
+    return sorted((to_uri(fs, name), int(info.get("size") or 0)) for name, info in found.items()
+                  if info.get("type") == "file")
+
+
+def remove(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def upload_directory(local_dir: str, uri: str) -> None:
+    """Copies a local directory's files to a URI (local or remote)."""
+    for root, _, files in os.walk(local_dir):
+        for name in files:
+            local_path = os.path.join(root, name)
+            relative = os.path.relpath(local_path, local_dir).replace(os.sep, "/")
+            with open(local_path, "rb") as handle:
+                write_bytes(join(uri, relative), handle.read())
+
+
+def download_directory(uri: str, local_dir: str) -> None:
+    """Copies every file under a URI into a local directory."""
+    base = normalize(uri)
+    for file_uri, _ in find(base):
+        relative = file_uri[len(base):].lstrip("/")
+        target = os.path.join(local_dir, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as handle:
+            handle.write(read_bytes(file_uri))
+
+
+def check_writable(uri: str) -> None:
+    """Proves the output location accepts writes before any work starts.
+
+    Raises:
+        ValueError: The location cannot be written, naming it and the underlying reason.
+    """
+    probe = join(uri, f".write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        makedirs(uri)
+        write_bytes(probe, b"ok")
+        remove(probe)
+    except Exception as error:  # any backend error means "not writable" to the user
+        raise ValueError(f"output {uri!r} cannot be written ({type(error).__name__}: {error}); "
+                         "choose a writable --output") from error
