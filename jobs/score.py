@@ -1,0 +1,58 @@
+"""Scores a catalog with a trained model: Parquet predictions, evaluation when labelled, run.json.
+
+    python -m jobs.score --catalog data/heldout_catalog --model outputs/demo/models/custom_cnn --output outputs/demo/scores/custom_cnn --config jobs/configs/local.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs import runtime
+from jobs.config import load_config
+from pipeline.scoring import prepare_scoring, score
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n")[0])
+    parser.add_argument("--catalog", required=True, help="folder tree, flat folder or CSV/Parquet manifest")
+    parser.add_argument("--model", required=True, help="a model artifact directory written by jobs.train")
+    parser.add_argument("--output", required=True, help="where predictions go (path or s3://)")
+    parser.add_argument("--batch-size", type=int, help="images per model call")
+    parser.add_argument("--actors", type=int, help="Predictor actors")
+    parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per actor")
+    parser.add_argument("--engine", choices=["auto", "onnx", "keras"], help="inference engine")
+    parser.add_argument("--config", help="YAML preset, e.g. jobs/configs/local.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime.setup_logging()
+
+    def body() -> int:
+        runtime.check_paths_usable(catalog=args.catalog, model=args.model, output=args.output,
+                                   config=args.config or "")
+        config = load_config(args.config, args.set, **{
+            "predict.batch_size": args.batch_size, "resources.actors": args.actors,
+            "resources.gpu": args.gpu, "predict.engine": args.engine})
+        logger.info("resolved config: %s", config.to_dict())
+        plan = prepare_scoring(args.catalog, args.model, args.output, config)
+        runtime.init_ray(config.resources)
+        manifest = score(plan)
+        counts, timings = manifest["counts"], manifest["timings"]
+        headline = manifest.get("evaluation") or {}
+        accuracy = f", accuracy {headline['accuracy']:.4f}" if headline.get("accuracy") is not None else ""
+        print(f"{manifest['status']}: {counts['out']} rows ({counts['errors']} errors) in {timings['seconds']} s "
+              f"({timings['images_per_second']} img/s){accuracy} → {plan.output_uri}")
+        for problem in manifest["problems"]:
+            logger.error("run failed: %s", problem)
+        return runtime.EXIT_OK if manifest["status"] == "completed" else runtime.EXIT_FAILED
+
+    return runtime.run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
