@@ -33,15 +33,19 @@ def build_mobilenet_v2(
         dropout: Dropout rate before the classifier.
 
     Returns:
-        An uncompiled model whose base is frozen.
+        An uncompiled model; its base is frozen when pretrained weights are given.
     """
     inputs = keras.Input(shape=spec.shape, name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     base = keras.applications.MobileNetV2(
         input_shape=spec.shape, alpha=1.0, include_top=False, weights=weights, name=BASE_NAME
     )
-    base.trainable = False
-    x = base(x, training=False)
+    if weights is None:
+        # From scratch there is nothing to protect: the whole base trains, BatchNorm included.
+        x = base(x)
+    else:
+        base.trainable = False
+        x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dense(128, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)

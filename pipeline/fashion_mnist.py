@@ -79,7 +79,7 @@ def build_catalog(output_dir: str, counts: dict[str, int], split: str = "train",
         chosen = np.sort(rng.choice(members, size=count, replace=False))
         os.makedirs(os.path.join(output_dir, name), exist_ok=True)
         for index in chosen:
-            Image.fromarray(images[index], mode="L").save(os.path.join(output_dir, name, f"{split}-{index:05d}.png"),
+            Image.fromarray(images[index]).save(os.path.join(output_dir, name, f"{split}-{index:05d}.png"),
                                                           optimize=True)
         written[name] = count
     logger.info("wrote %s to %s", written, output_dir)

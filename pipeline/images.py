@@ -73,7 +73,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         if image.mode.startswith("I;16") or (image.mode == "I" and pixels.max(initial=0) > 255):
             scale = 65535.0 if pixels.max(initial=0) > 255 else 255.0
             pixels = pixels.astype(np.float64) * (255.0 / scale)
-        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

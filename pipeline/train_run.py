@@ -112,7 +112,9 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
         entry = get_entry(name)
         worker_config = WorkerConfig(
             model_name=name, num_classes=len(plan.label_index), image_size=config.model.image_size,
-            two_phase=entry.two_phase, weights=plan.weights.uri if plan.weights else None,
+            # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
+            two_phase=entry.two_phase and plan.weights is not None and plan.weights.uri is not None,
+            weights=plan.weights.uri if plan.weights else None,
             dropout=config.model.dropout, class_weights=tuple(float(w) for w in class_weights),
             train=config.train, workers=config.resources.workers,
             cpus_per_worker=config.resources.cpus_per_worker, gpu=config.resources.gpu)
@@ -162,6 +164,8 @@ def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.dat
             "config": plan.config.to_dict(),
             "catalog": plan.catalog_uri,
             "run_name": plan.run_name,
+            "schedule": ("head, then fine-tune the last base layers" if worker_config.two_phase
+                         else "single phase, all layers trainable"),
             "workers": worker_config.workers,
             "batch_size_per_worker": worker_config.train.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,

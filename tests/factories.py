@@ -7,6 +7,12 @@ import numpy as np
 from PIL import Image
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (200, 40, 200)]
+NAMED = dict(zip(("red", "green", "blue", "yellow", "purple"), COLOURS))
+
+
+def colour_of(label: str, index: int) -> tuple[int, int, int]:
+    """Named colours look like their label; other labels take the index-th colour."""
+    return NAMED.get(label, COLOURS[index % len(COLOURS)])
 
 
 def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -22,5 +28,81 @@ def make_tree_catalog(root: str, counts: dict[str, int], seed: int = 0, size: in
     for index, (label, count) in enumerate(counts.items()):
         os.makedirs(os.path.join(root, label), exist_ok=True)
         for number in range(count):
-            make_image(COLOURS[index % len(COLOURS)], rng, size).save(os.path.join(root, label, f"{number:04d}{extension}"))
+            make_image(colour_of(label, index), rng, size).save(os.path.join(root, label, f"{number:04d}{extension}"))
     return root
+
+
+def make_artifact(directory: str, class_names: list[str], image_size: int = 32, epochs: int = 12,
+                  seed: int = 0) -> str:
+    """A real, small trained custom_cnn artifact (plain Keras fit on colour images, no Ray)."""
+    import json
+
+    import keras
+
+    from models import build_model, get_entry
+    from pipeline.artifacts import content_version
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for index, label in enumerate(class_names):
+        for _ in range(24):
+            images.append(np.asarray(make_image(colour_of(label, index), rng, image_size)))
+            labels.append(index)
+    model = build_model("custom_cnn", len(class_names), image_size)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(np.stack(images).astype("float32"), np.array(labels), epochs=epochs, batch_size=16, verbose=0)
+    os.makedirs(directory, exist_ok=True)
+    model_path = os.path.join(directory, "model.keras")
+    model.save(model_path)
+    card = {"name": "custom_cnn", "version": content_version(model_path), "class_names": list(class_names),
+            "input": get_entry("custom_cnn").input_spec(image_size).to_dict()}
+    with open(os.path.join(directory, "model_card.json"), "w") as handle:
+        json.dump(card, handle)
+    return directory
+
+
+def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
+    """Writes the awkward files a real catalog meets; returns {kind: path}."""
+    import io
+    import struct
+    import zlib
+
+    os.makedirs(directory, exist_ok=True)
+    paths = {}
+
+    def write(name: str, data: bytes) -> None:
+        paths[name.split(".")[0]] = os.path.join(directory, name)
+        with open(paths[name.split(".")[0]], "wb") as handle:
+            handle.write(data)
+
+    def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    write("zero_bytes.jpg", b"")
+    jpeg = encoded(upright, "JPEG", quality=95)
+    write("truncated.jpg", jpeg[: len(jpeg) // 2])
+    write("random_bytes.jpg", np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    write("text.png", b"this is not an image, just text\n" * 10)
+    grey16 = (np.asarray(upright.convert("L"), dtype=np.uint16) * 257)
+    write("grey16.png", encoded(Image.fromarray(grey16), "PNG"))
+    write("cmyk.jpg", encoded(upright.convert("CMYK"), "JPEG"))
+    palette = upright.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    write("palette_transparent.png", encoded(palette, "PNG", transparency=0))
+    write("upright.jpg", jpeg)
+    # Stored rotated, with EXIF orientation 6 ("rotate 90° clockwise to display"): a viewer — and
+    # the decoder — must show it upright.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write("exif_rotated.jpg", encoded(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif))
+    write("one_pixel.png", encoded(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+    write("bomb.png", bomb)
+    return paths

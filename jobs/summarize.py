@@ -1,0 +1,36 @@
+"""Prints where each scoring run's predictions are and how accurate it was.
+
+    python -m jobs.summarize outputs/demo/scores/custom_cnn outputs/demo/scores/mobilenet_v2
+"""
+from __future__ import annotations
+
+import argparse
+
+from jobs import runtime
+from pipeline.scoring import RUN_FILE
+from pipeline import storage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.summarize", description=__doc__.split("\n")[0])
+    parser.add_argument("outputs", nargs="+", help="scoring output folders")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        print(f"{'model':<14} {'status':<10} {'rows':>6} {'errors':>6} {'accuracy':>9} {'macro-F1':>9}  predictions")
+        for output in args.outputs:
+            run = storage.read_json(storage.join(output, RUN_FILE))
+            headline = run.get("evaluation") or {}
+            accuracy = headline.get("accuracy")
+            macro_f1 = headline.get("macro_f1")
+            print(f"{run['model']['name']:<14} {run['status']:<10} {run['counts']['out']:>6} "
+                  f"{run['counts']['errors']:>6} {accuracy if accuracy is None else f'{accuracy:.4f}':>9} "
+                  f"{macro_f1 if macro_f1 is None else f'{macro_f1:.4f}':>9}  "
+                  f"{storage.join(output, 'predictions')}")
+        return runtime.EXIT_OK
+
+    return runtime.run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""Shared fixtures: a module-scoped local Ray, generated catalogs, a trained tiny artifact."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray with 2 CPUs, shut down after the module (ray's data tests do the same)."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def color_artifact(tmp_path_factory):
+    from tests.factories import make_artifact
+
+    return make_artifact(str(tmp_path_factory.mktemp("artifact") / "custom_cnn"), ["blue", "green", "red"])
+
+
+@pytest.fixture
+def color_catalog(tmp_path):
+    from tests.factories import make_tree_catalog
+
+    return make_tree_catalog(str(tmp_path / "catalog"), {"red": 6, "green": 6, "blue": 6})

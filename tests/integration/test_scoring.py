@@ -1,0 +1,162 @@
+"""The scoring job end to end on a real local Ray: rows in = rows out, schema, evaluation, reruns."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from jobs import score as score_job
+from jobs.config import load_config
+from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema, prediction_schema
+from pipeline.scoring import prepare_scoring, score
+from tests.factories import bad_image_corpus, make_tree_catalog
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
+
+
+def run(catalog, artifact, output, *overrides):
+    config = load_config(None, CONFIG + list(overrides))
+    return score(prepare_scoring(catalog, artifact, output, config))
+
+
+def predictions(output):
+    return pd.concat([pd.read_parquet(path) for path in sorted(glob.glob(f"{output}/predictions/*.parquet"))])
+
+
+def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path):
+    output = str(tmp_path / "out")
+    manifest = run(color_catalog, color_artifact, output)
+    assert manifest["status"] == "completed"
+    assert manifest["counts"]["in"] == manifest["counts"]["out"] == 18
+    files = glob.glob(f"{output}/predictions/*.parquet")
+    assert len(files) == 1  # not one file per batch
+    schema = pq.read_schema(files[0])
+    expected = prediction_schema(["blue", "green", "red"])
+    assert schema.names == list(PREDICTION_COLUMNS)
+    assert schema.remove_metadata().equals(expected.remove_metadata())
+    assert class_names_from_schema(schema) == ["blue", "green", "red"]
+    frame = predictions(output)
+    assert sorted(frame["image_id"]) == sorted(f"{c}/{i:04d}.png" for c in ("red", "green", "blue") for i in range(6))
+    assert np.allclose([sum(p) for p in frame["probabilities"]], 1.0, atol=1e-4)
+    assert all(len(labels) == 3 for labels in frame["top_k_labels"])
+    assert duckdb.sql(f"select count(*) from read_parquet('{output}/predictions/*.parquet')").fetchall()[0][0] == 18
+    summary = json.load(open(f"{output}/evaluation/summary.json"))
+    independent = float((frame["predicted_label"] == frame["label"]).mean())
+    assert summary["metrics"]["accuracy"] == pytest.approx(independent)
+    assert independent > 0.9  # the colours are easy; a working model gets them
+    for name in ("per_class.csv", "confusion_matrix.png", "report.html"):
+        assert os.path.getsize(f"{output}/evaluation/{name}") > 0
+    run_json = json.load(open(f"{output}/run.json"))
+    assert run_json["status"] == "completed" and run_json["counts"]["errors"] == 0
+
+
+def test_manifest_passthrough_and_unknown_labels(ray_local, color_catalog, color_artifact, tmp_path):
+    rows = [{"image_uri": os.path.join(color_catalog, "red", f"{i:04d}.png"), "sku": f"SKU-{i}", "price": 1.5 * i,
+             "label": "red" if i < 3 else "purple"} for i in range(6)]
+    manifest_path = tmp_path / "manifest.parquet"
+    pd.DataFrame(rows).to_parquet(manifest_path)
+    output = str(tmp_path / "out")
+    run(str(manifest_path), color_artifact, output)
+    frame = predictions(output).sort_values("sku")
+    assert list(frame.columns)[-2:] == ["sku", "price"]
+    assert frame["sku"].tolist() == sorted(f"SKU-{i}" for i in range(6))
+    summary = json.load(open(f"{output}/evaluation/summary.json"))
+    assert summary["unknown_labels"] == {"purple": 3}
+    assert summary["evaluated_rows"] == 3
+
+
+def test_unlabelled_folder_has_no_evaluation(ray_local, color_catalog, color_artifact, tmp_path):
+    output = str(tmp_path / "out")
+    manifest = run(os.path.join(color_catalog, "green"), color_artifact, output)
+    assert manifest["counts"]["out"] == 6 and manifest["evaluation"] is None
+    assert not os.path.exists(f"{output}/evaluation")
+    assert (predictions(output)["predicted_label"] == "green").mean() > 0.8
+
+
+def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artifact, tmp_path):
+    upright = Image.new("RGB", (40, 40), (220, 40, 40))
+    corpus = bad_image_corpus(str(tmp_path / "corpus"), upright)
+    rows = [{"image_uri": path, "label": "red"} for path in corpus.values()]
+    rows.append({"image_uri": str(tmp_path / "corpus" / "does_not_exist.png"), "label": "red"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    output = str(tmp_path / "out")
+    code = score_job.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output,
+                           "--set", "predict.max_bad_fraction=0.6"] + sum((["--set", o] for o in CONFIG), []))
+    assert code == 0
+    frame = predictions(output).set_index("image_id")
+    assert len(frame) == len(rows)
+    errors = frame["error"].dropna().str.split(":").str[0].to_dict()
+    by_kind = {os.path.basename(k).split(".")[0]: v for k, v in errors.items()}
+    assert by_kind == {"zero_bytes": "empty", "truncated": "truncated", "random_bytes": "not_an_image",
+                       "text": "not_an_image", "bomb": "too_large", "does_not_exist": "missing"}
+    good = frame[frame["error"].isna()]
+    assert good["predicted_label"].notna().all()
+    assert frame.loc[corpus["exif_rotated"], "predicted_label"] == frame.loc[corpus["upright"], "predicted_label"]
+    np.testing.assert_allclose(frame.loc[corpus["exif_rotated"], "probabilities"],
+                               frame.loc[corpus["upright"], "probabilities"], atol=0.05)
+    run_json = json.load(open(f"{output}/run.json"))
+    assert run_json["counts"]["errors"] == 6 and run_json["status"] == "completed"
+
+
+def test_error_budget_fails_the_run_but_keeps_predictions(ray_local, color_artifact, tmp_path):
+    corpus = bad_image_corpus(str(tmp_path / "corpus"), Image.new("RGB", (40, 40), (220, 40, 40)))
+    pd.DataFrame({"image_uri": list(corpus.values())}).to_csv(tmp_path / "m.csv", index=False)
+    output = str(tmp_path / "out")
+    code = score_job.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output]
+                          + sum((["--set", o] for o in CONFIG), []))
+    assert code == 1
+    assert json.load(open(f"{output}/run.json"))["status"] == "failed"
+    assert len(predictions(output)) == len(corpus)
+
+
+def test_rerun_refuses_a_completed_output_and_overwrite_replaces_it(ray_local, color_catalog, color_artifact, tmp_path, capsys):
+    output = str(tmp_path / "out")
+    args = ["--catalog", color_catalog, "--model", color_artifact, "--output", output] + sum((["--set", o] for o in CONFIG), [])
+    assert score_job.main(args) == 0
+    first_run = json.load(open(f"{output}/run.json"))["run_id"]
+    assert score_job.main(args) == 2
+    assert "already holds a completed run" in capsys.readouterr().err
+    assert score_job.main(args + ["--set", "predict.overwrite=true"]) == 0
+    second = json.load(open(f"{output}/run.json"))
+    assert second["run_id"] != first_run and second["counts"]["out"] == 18
+    assert len(predictions(output)) == 18 and set(predictions(output)["run_id"]) == {second["run_id"]}
+
+
+def test_unfinished_run_resumes_without_rescoring(ray_local, color_catalog, color_artifact, tmp_path):
+    """Simulates a crash after the first file: run.json says running, one file is in place."""
+    output = str(tmp_path / "out")
+    run(color_catalog, color_artifact, output, "predict.rows_per_file=4")
+    files = sorted(glob.glob(f"{output}/predictions/*.parquet"))
+    kept = files[:2]
+    for path in files[2:]:
+        os.remove(path)
+    manifest = json.load(open(f"{output}/run.json"))
+    manifest["status"] = "running"
+    json.dump(manifest, open(f"{output}/run.json", "w"))
+    rerun = run(color_catalog, color_artifact, output, "predict.rows_per_file=4")
+    assert rerun["counts"]["resumed"] == sum(pq.read_metadata(p).num_rows for p in kept)
+    assert rerun["counts"]["scored_this_run"] == 18 - rerun["counts"]["resumed"]
+    frame = predictions(output)
+    assert len(frame) == 18 and frame["image_id"].is_unique
+
+
+def test_decode_is_the_same_directly_and_through_ray(ray_local, color_catalog):
+    import ray
+
+    from pipeline.catalog import read_catalog_frame
+    from pipeline.images import decode_batch
+
+    frame = read_catalog_frame(color_catalog)
+    direct = decode_batch({"image_uri": frame["image_uri"].to_numpy()}, image_size=24)
+    through = ray.data.from_pandas(frame[["image_uri"]]).map_batches(
+        decode_batch, batch_format="numpy", fn_kwargs={"image_size": 24}).take_batch(len(frame))
+    np.testing.assert_array_equal(direct["image"], through["image"])

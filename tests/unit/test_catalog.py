@@ -1,0 +1,52 @@
+"""Catalog listing and its checks."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from pipeline.catalog import LabelIndex, read_catalog_frame
+from tests.factories import make_tree_catalog
+
+
+def test_tree_catalog_has_labels_and_relative_ids(tmp_path):
+    root = make_tree_catalog(str(tmp_path / "c"), {"a": 2, "b": 3})
+    os.rename(os.path.join(root, "b", "0000.png"), os.path.join(root, "b", "0000.PNG"))
+    open(os.path.join(root, "a", "notes.txt"), "w").write("not an image")
+    frame = read_catalog_frame(root)
+    assert len(frame) == 5
+    assert sorted(frame["label"].unique()) == ["a", "b"]
+    assert "b/0000.PNG" in set(frame["image_id"])  # extensions match case-insensitively
+
+
+def test_flat_folder_is_unlabelled(tmp_path):
+    root = make_tree_catalog(str(tmp_path / "c"), {"a": 3})
+    frame = read_catalog_frame(os.path.join(root, "a"))
+    assert len(frame) == 3 and frame["label"].isna().all()
+
+
+def test_manifest_keeps_passthrough_and_resolves_relative_uris(tmp_path):
+    root = make_tree_catalog(str(tmp_path / "c"), {"a": 2})
+    manifest = tmp_path / "c" / "manifest.csv"
+    pd.DataFrame({"image_uri": ["a/0000.png", "a/0001.png"], "sku": ["X1", "X2"], "label": ["a", ""]}).to_csv(manifest, index=False)
+    frame = read_catalog_frame(str(manifest))
+    assert list(frame.columns) == ["image_id", "image_uri", "label", "sku"]
+    assert frame["image_uri"].iloc[0] == os.path.join(root, "a", "0000.png")
+    assert frame["label"].tolist() == ["a", None]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: str(p / "missing"), "does not exist"),
+    (lambda p: (p / "empty").mkdir() or str(p / "empty"), "holds no images"),
+    (lambda p: pd.DataFrame({"path": ["x.png"]}).to_csv(p / "m.csv", index=False) or str(p / "m.csv"), "image_uri"),
+])
+def test_bad_catalogs_raise_with_the_fix(tmp_path, make, message):
+    with pytest.raises(ValueError, match=message):
+        read_catalog_frame(make(tmp_path))
+
+
+def test_label_index_is_sorted_and_integer_encoded():
+    index = LabelIndex.fit(pd.Series(["b", "a", "b"]))
+    assert index.class_names == ("a", "b")
+    assert index.encode(pd.Series(["b", "a"])).tolist() == [1, 0]

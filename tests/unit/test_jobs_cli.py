@@ -1,0 +1,85 @@
+"""Bad input exits 2 with a message naming the problem, before Ray starts."""
+from __future__ import annotations
+
+import pytest
+import ray
+
+from jobs import score, train
+from tests.factories import make_tree_catalog
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return make_tree_catalog(str(tmp_path / "cat"), {"a": 6, "b": 6})
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--models", "resnet"], "unknown model name"),
+    (["--epochs", "0"], "train.epochs"),
+    (["--workers", "0"], "resources.workers"),
+    (["--weights", "/nope/weights.h5", "--models", "mobilenet_v2"], "does not exist"),
+])
+def test_train_bad_flags_exit_2(tmp_path, catalog, capsys, extra, message):
+    code = train.main(["--catalog", catalog, "--output", str(tmp_path / "out"), "--set", "train.batch_size_per_worker=2"] + extra)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_train_bad_catalogs_exit_2(tmp_path, capsys):
+    one_class = make_tree_catalog(str(tmp_path / "one"), {"a": 8})
+    assert train.main(["--catalog", one_class, "--output", str(tmp_path / "o")]) == 2
+    assert "one class" in capsys.readouterr().err
+    empty_class = make_tree_catalog(str(tmp_path / "empty"), {"a": 8, "b": 8})
+    (tmp_path / "empty" / "c").mkdir()
+    assert train.main(["--catalog", empty_class, "--output", str(tmp_path / "o")]) == 2
+    assert "hold no images" in capsys.readouterr().err
+    assert train.main(["--catalog", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_rejects_weights_that_do_not_fit(tmp_path, catalog, capsys):
+    import keras
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = str(tmp_path / "wrong.weights.h5")
+    other.save_weights(path)
+    code = train.main(["--catalog", catalog, "--output", str(tmp_path / "o"), "--models", "mobilenet_v2",
+                       "--weights", path, "--set", "train.batch_size_per_worker=2"])
+    assert code == 2 and "does not fit" in capsys.readouterr().err
+
+
+def test_score_bad_input_exits_2(tmp_path, catalog, color_artifact, capsys):
+    out = str(tmp_path / "out")
+    assert score.main(["--catalog", str(tmp_path / "nope"), "--model", color_artifact, "--output", out]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert score.main(["--catalog", catalog, "--model", str(tmp_path), "--output", out]) == 2
+    assert "not a model artifact" in capsys.readouterr().err
+    (tmp_path / "m.csv").write_text("path\nx.png\n")
+    assert score.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", out]) == 2
+    assert "image_uri" in capsys.readouterr().err
+    (tmp_path / "emptydir").mkdir()
+    assert score.main(["--catalog", str(tmp_path / "emptydir"), "--model", color_artifact, "--output", out]) == 2
+    assert "no images" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert score.main(["--catalog", catalog, "--model", color_artifact, "--output", str(blocker / "sub")]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_unsafe_model_is_refused(tmp_path, catalog, color_artifact, capsys):
+    """A .keras file with a Lambda layer would run arbitrary code: safe mode must refuse it."""
+    import json
+    import shutil
+
+    import keras
+    unsafe = tmp_path / "unsafe"
+    shutil.copytree(color_artifact, unsafe)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 0 + 1.0)(keras.layers.Flatten()(inputs))[:, :3])
+    model.save(unsafe / "model.keras")
+    from pipeline.artifacts import load_keras_model
+    with pytest.raises(ValueError, match="safe mode"):
+        load_keras_model(str(unsafe))
+    card = json.loads((unsafe / "model_card.json").read_text())
+    assert card["name"] == "custom_cnn"
