@@ -1,0 +1,175 @@
+"""Ray Train runs on tiny generated images: artifacts, 1 vs 2 workers, two-phase fine-tuning,
+resuming after a killed driver, surviving a killed worker. Slow: minutes on 2 cores."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from jobs.config import load_config
+from pipeline.artifacts import load_keras_model
+from pipeline.train_run import prepare_training, run_training
+from tests.conftest import REPO
+from tests.factories import make_tree_catalog
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+
+TINY = ["model.image_size=32", "train.batch_size_per_worker=8", "resources.cpus_per_worker=0.5",
+        "augment.enabled=false", "train.epochs=3", "train.head_epochs=2", "train.fine_tune_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return make_tree_catalog(str(tmp_path_factory.mktemp("train") / "catalog"), {"red": 40, "green": 40, "blue": 40})
+
+
+def train(catalog, output, *overrides, workers=2, models=("custom_cnn",), weights="none"):
+    config = load_config(None, TINY + [f"resources.workers={workers}", f"model.weights={weights}"] + list(overrides),
+                         **{"model.names": list(models)})
+    return run_training(prepare_training(catalog, output, config))
+
+
+def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_local, catalog, tmp_path):
+    output = str(tmp_path / "models")
+    results = train(catalog, output, models=("custom_cnn", "mobilenet_v2"))
+    for name in ("custom_cnn", "mobilenet_v2"):
+        artifact = os.path.join(output, name)
+        for file in ("model.keras", "model_card.json", "history.json", "curves.png", "split.csv"):
+            assert os.path.getsize(os.path.join(artifact, file)) > 0, file
+        card = json.load(open(os.path.join(artifact, "model_card.json")))
+        assert card["class_names"] == ["blue", "green", "red"]
+        assert card["workers"] == 2 and card["global_batch_size"] == 16
+        assert card["split"]["hash"] and card["split"]["counts"]["test"]["red"] == 6
+        assert set(card["library_versions"]) >= {"ray", "tensorflow", "keras"}
+        assert card["test"]["accuracy"] == results[name]["test"]["accuracy"]
+        history = json.load(open(os.path.join(artifact, "history.json")))
+        assert len(history) == card["epochs_run"] >= 1
+    assert os.path.exists(os.path.join(output, "comparison.json"))
+    assert "| custom_cnn |" in open(os.path.join(output, "comparison.md")).read()
+    # A fresh process reloads the artifact and reproduces the recorded test accuracy.
+    code = f"""
+import json, sys, numpy as np, pandas as pd
+from pipeline.artifacts import load_keras_model
+from pipeline.images import decode_batch
+artifact = sys.argv[1]
+card = json.load(open(artifact + "/model_card.json"))
+split = pd.read_csv(artifact + "/split.csv")
+test = split[split["split"] == "test"]
+batch = decode_batch({{"image_uri": test["image_uri"].to_numpy()}}, card["input"]["image_size"])
+probabilities = load_keras_model(artifact).predict_on_batch(batch["image"].astype("float32"))
+predicted = np.array(card["class_names"])[probabilities.argmax(1)]
+print(json.dumps({{"accuracy": float((predicted == test["label"].to_numpy()).mean()), "expected": card["test"]["accuracy"]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code, os.path.join(output, "custom_cnn")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["accuracy"] == pytest.approx(figures["expected"])
+
+
+def test_one_and_two_workers_build_the_same_architecture_and_both_learn(ray_local, catalog, tmp_path):
+    accuracies, architectures = {}, {}
+    for workers in (1, 2):
+        output = str(tmp_path / f"w{workers}")
+        results = train(catalog, output, "train.epochs=4", workers=workers)
+        accuracies[workers] = results["custom_cnn"]["test"]["accuracy"]
+        model = load_keras_model(os.path.join(output, "custom_cnn"))
+        architectures[workers] = [(layer.__class__.__name__, tuple(w.shape for w in layer.weights)) for layer in model.layers]
+    assert architectures[1] == architectures[2]
+    assert accuracies[1] >= 0.8 and accuracies[2] >= 0.8  # chance is 1/3
+
+
+def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, catalog, tmp_path):
+    import keras
+
+    from models.mobilenet_v2 import base_model
+
+    weights = str(tmp_path / "base.weights.h5")
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(weights)
+    output = str(tmp_path / "models")
+    train(catalog, output, "train.head_epochs=1", "train.fine_tune_epochs=2", "train.transfer_patience=5",
+          models=("mobilenet_v2",), weights=weights)
+    card = json.load(open(os.path.join(output, "mobilenet_v2", "model_card.json")))
+    history = json.load(open(os.path.join(output, "mobilenet_v2", "history.json")))
+    assert [row["phase"] for row in history] == ["head", "fine_tune", "fine_tune"]
+    assert card["weights_source"].startswith("file ")
+    trained = base_model(load_keras_model(os.path.join(output, "mobilenet_v2")))
+    original = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=weights)
+    changed = {layer.name for layer, before in zip(trained.layers, original.layers)
+               if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_weights()))}
+    top = {layer.name for layer in original.layers[-20:]}
+    assert changed and changed <= top, changed - top
+
+
+def _train_process(catalog, output, run_name, *extra):
+    command = [sys.executable, "-m", "jobs.train", "--catalog", catalog, "--output", output, "--models", "custom_cnn",
+               "--workers", "2", "--set", f"train.run_name={run_name}"]
+    for override in TINY + list(extra):
+        command += ["--set", override]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_checkpoints(output, run_name, count, process, timeout=600):
+    deadline = time.time() + timeout
+    pattern = os.path.join(output, "_ray_train", f"{run_name}-custom_cnn", "checkpoint_*")
+    while time.time() < deadline:
+        if len(glob.glob(pattern)) >= count:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended early:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    pytest.fail("no checkpoints appeared")
+
+
+def _kill_tree(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
+def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, catalog):
+    output = str(tmp_path / "models")
+    process = _train_process(catalog, output, "resume", "train.epochs=6", "train.cnn_patience=10")
+    try:
+        _wait_for_checkpoints(output, "resume", 2, process)
+    finally:
+        _kill_tree(process)
+    assert not os.path.exists(os.path.join(output, "custom_cnn", "model_card.json"))
+    rerun = _train_process(catalog, output, "resume", "train.epochs=6", "train.cnn_patience=10")
+    log, _ = rerun.communicate(timeout=800)
+    assert rerun.returncode == 0, log[-3000:]
+    assert "resumed custom_cnn at phase 0, epoch" in log
+    resumed_at = int(log.split("resumed custom_cnn at phase 0, epoch ")[1].split()[0])
+    assert resumed_at >= 2
+    history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
+    assert [row["epoch"] for row in history] == list(range(1, 7))
+
+
+def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
+    output = str(tmp_path / "models")
+    process = _train_process(catalog, output, "faults", "train.epochs=5", "train.cnn_patience=10", "train.max_failures=2")
+    try:
+        _wait_for_checkpoints(output, "faults", 2, process)
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+        assert workers, "no RayTrainWorker process found"
+        workers[-1].kill()
+        log, _ = process.communicate(timeout=800)
+    finally:
+        _kill_tree(process)
+    assert process.returncode == 0, log[-3000:]
+    assert "resumed custom_cnn" in log
+    card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
+    assert card["test"]["accuracy"] >= 0.8
+    history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
+    assert [row["epoch"] for row in history] == list(range(1, 6))
