@@ -127,6 +127,9 @@ class PredictConfig:
     max_bad_fraction: float = 0.05
     rows_per_file: int = 50_000
     engine: str = "auto"
+    # Inference threads per actor; may exceed the actor's logical CPU share, since decode tasks
+    # and inference interleave rather than saturate a core each.
+    threads_per_actor: int = 2
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -137,6 +140,7 @@ class PredictConfig:
         _check(0 <= self.max_bad_fraction <= 1, "predict.max_bad_fraction", self.max_bad_fraction, "0..1")
         _check(self.rows_per_file > 0, "predict.rows_per_file", self.rows_per_file, "> 0")
         _check(self.engine in ENGINES, "predict.engine", self.engine, ", ".join(ENGINES))
+        _check(self.threads_per_actor > 0, "predict.threads_per_actor", self.threads_per_actor, "a positive integer")
 
 
 @dataclass(frozen=True)

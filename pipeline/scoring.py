@@ -25,6 +25,7 @@ import ray
 from pipeline import artifacts, images, storage
 from pipeline.catalog import passthrough_columns, read_catalog_frame
 from pipeline.config import JobConfig, PredictConfig, ResourcesConfig
+from pipeline.engines import choose_engine, load_engine
 from pipeline.schema import ERROR, IMAGE, IMAGE_ID, IMAGE_URI, LABEL, PREDICTION_COLUMNS, prediction_schema
 
 logger = logging.getLogger(__name__)
@@ -49,16 +50,12 @@ class Predictor:
     """Ray Data actor: loads the model once, then turns decoded batches into prediction rows."""
 
     def __init__(self, artifact_uri: str, card: dict[str, Any], run_id: str, top_k: int,
-                 low_confidence_threshold: float, cpus: float, gpu: bool):
+                 low_confidence_threshold: float, engine: str, threads: int, gpu: bool):
         from pipeline.training import configure_tensorflow
 
-        configure_tensorflow(cpus, gpu)
-        import tensorflow as tf
-
-        self.model = artifacts.load_keras_model(artifacts.localize(artifact_uri))
-        size = card["input"]["image_size"]
-        self._predict = tf.function(lambda x: self.model(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        if engine == "keras":
+            configure_tensorflow(threads, gpu)
+        self.engine = load_engine(engine, artifacts.localize(artifact_uri), card, threads, gpu)
         self.class_names = np.array(card["class_names"], dtype=object)
         self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
         self.model_name, self.model_version = card["name"], card["version"]
@@ -71,7 +68,7 @@ class Predictor:
         classes = len(self.class_names)
         probabilities = np.zeros((count, classes), dtype=np.float32)
         if ok.any():
-            raw = self._predict(batch[IMAGE][ok].astype(np.float32)).numpy()
+            raw = self.engine.predict(batch[IMAGE][ok])
             probabilities[ok] = apply_temperature(raw, self.temperature)
         order = np.argsort(-probabilities, axis=1)[:, : self.top_k]
         predicted = order[:, 0]
@@ -112,6 +109,7 @@ class ScoringPlan:
     frame: pd.DataFrame
     config: JobConfig
     schema: pa.Schema
+    engine: str
 
 
 def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config: JobConfig) -> ScoringPlan:
@@ -144,8 +142,9 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise ValueError(f"manifest columns cannot be carried to Parquet: {error}") from error
     schema = prediction_schema(list(card["class_names"]), passthrough.remove_metadata())
+    engine = choose_engine(config.predict.engine, card)
     return ScoringPlan(storage.normalize(catalog_uri), storage.normalize(artifact_uri), storage.normalize(output_uri),
-                       card, frame, config, schema)
+                       card, frame, config, schema, engine)
 
 
 class PredictionWriter:
@@ -215,7 +214,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "run_id": run_id, "status": "running", "started_at": started_at.isoformat(),
         "model": {"uri": plan.artifact_uri, "name": plan.card["name"], "version": plan.card["version"]},
-        "catalog": plan.catalog_uri, "output": plan.output_uri, "engine": "keras",
+        "catalog": plan.catalog_uri, "output": plan.output_uri, "engine": plan.engine,
         "config": {"predict": config.to_dict()["predict"], "resources": config.to_dict()["resources"]},
     }
     done = _already_scored(plan)
@@ -224,7 +223,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     logger.info("run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending))
     writer = PredictionWriter(storage.join(plan.output_uri, PREDICTIONS_DIR), plan.schema, predict.rows_per_file, run_id)
     if len(pending):
-        dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, predict, resources,
+        dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, predict, resources,
                                 config.data.rows_per_block, config.data.max_image_pixels)
         for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(table)
@@ -254,7 +253,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str,
+def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
                   predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
                   max_pixels: int) -> ray.data.Dataset:
     """The Ray Data pipeline: decode tasks (stateless) feeding a pool of `Predictor` actors."""
@@ -271,5 +270,6 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
                      fn_constructor_kwargs={"artifact_uri": artifact_uri, "card": card, "run_id": run_id,
                                             "top_k": predict.top_k,
                                             "low_confidence_threshold": predict.low_confidence_threshold,
-                                            "cpus": resources.cpus_per_actor, "gpu": resources.gpu})
+                                            "engine": engine, "threads": predict.threads_per_actor,
+                                            "gpu": resources.gpu})
     )

@@ -22,6 +22,7 @@ from pipeline import artifacts, reports, storage
 from pipeline.artifacts import WeightsChoice
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
+from pipeline.engines import export_onnx
 from pipeline.metrics import summarize
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
@@ -130,12 +131,14 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     return results
 
 
-def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    labels, probabilities = [], []
+def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (labels, probabilities, a probe batch of real images for the ONNX check)."""
+    labels, probabilities, probe = [], [], None
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         probabilities.append(model.predict_on_batch(batch[IMAGE].astype(np.float32)))
         labels.append(batch[LABEL_INDEX])
-    return np.concatenate(labels), np.concatenate(probabilities)
+        probe = batch[IMAGE][:32] if probe is None else probe
+    return np.concatenate(labels), np.concatenate(probabilities), probe
 
 
 def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.data.Dataset,
@@ -149,7 +152,8 @@ def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.dat
         with open(os.path.join(checkpoint_dir, "model.keras"), "rb") as source, open(model_path, "wb") as target:
             target.write(source.read())
         model = artifacts.load_keras_model(local)
-        test_labels, test_probabilities = _predict_dataset(model, test_dataset, 64)
+        test_labels, test_probabilities, probe = _predict_dataset(model, test_dataset, 64)
+        onnx = export_onnx(model, local, probe)
         test_metrics = summarize(test_labels, test_probabilities, list(plan.label_index.class_names))
         history = state["history"]
         best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
@@ -176,6 +180,7 @@ def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.dat
                       "undecodable_images_left_out": skipped},
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
             "test": test_metrics,
+            "onnx": onnx,
             "training_seconds": round(seconds, 1),
             "library_versions": artifacts.library_versions(),
             "created_at": datetime.now(timezone.utc).isoformat(),

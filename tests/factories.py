@@ -55,8 +55,11 @@ def make_artifact(directory: str, class_names: list[str], image_size: int = 32, 
     os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "model.keras")
     model.save(model_path)
+    from pipeline.engines import export_onnx
+
+    onnx = export_onnx(model, directory, np.stack(images[:16]).astype("float32"))
     card = {"name": "custom_cnn", "version": content_version(model_path), "class_names": list(class_names),
-            "input": get_entry("custom_cnn").input_spec(image_size).to_dict()}
+            "input": get_entry("custom_cnn").input_spec(image_size).to_dict(), "onnx": onnx}
     with open(os.path.join(directory, "model_card.json"), "w") as handle:
         json.dump(card, handle)
     return directory

@@ -86,7 +86,9 @@ def s3_ray():
         s3 = S3(env["AWS_ENDPOINT_URL"])
         s3.client.create_bucket(Bucket=BUCKET)
         ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": env})
+        # The workers inherit the variables from the raylet this starts. Not runtime_env={"env_vars": ...}:
+        # Ray writes those in clear to the session's runtime_env_agent.log (and shows them on the dashboard).
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
         yield s3
     finally:
         ray.shutdown()
@@ -202,3 +204,13 @@ def test_the_secret_key_is_never_written_or_logged(s3_data, capsys, caplog):
     assert any(k.startswith("runs/secret/") for k in keys)
     for key in keys:  # every output this module wrote, not only this test's
         assert SECRET.encode() not in s3.get(key), key
+    leaked = [path for path in _ray_log_files() if SECRET.encode() in open(path, "rb").read()]
+    assert not leaked, f"the secret key is in Ray's logs: {leaked}"
+
+
+def _ray_log_files() -> list[str]:
+    """Every file of the current Ray session's log directory (workers' and Ray's own)."""
+    import ray
+
+    logs = ray._private.worker._global_node.get_logs_dir_path()  # no public API for the session's logs
+    return [os.path.join(root, name) for root, _, names in os.walk(logs) for name in names]

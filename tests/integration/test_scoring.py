@@ -160,3 +160,15 @@ def test_decode_is_the_same_directly_and_through_ray(ray_local, color_catalog):
     through = ray.data.from_pandas(frame[["image_uri"]]).map_batches(
         decode_batch, batch_format="numpy", fn_kwargs={"image_size": 24}).take_batch(len(frame))
     np.testing.assert_array_equal(direct["image"], through["image"])
+
+
+def test_onnx_and_keras_engines_agree(ray_local, color_catalog, color_artifact, tmp_path):
+    outputs = {}
+    for engine in ("onnx", "keras"):
+        manifest = run(color_catalog, color_artifact, str(tmp_path / engine), f"predict.engine={engine}")
+        assert manifest["engine"] == engine
+        outputs[engine] = predictions(str(tmp_path / engine)).sort_values("image_id")
+    assert outputs["onnx"]["predicted_label"].tolist() == outputs["keras"]["predicted_label"].tolist()
+    np.testing.assert_allclose(np.stack(outputs["onnx"]["probabilities"]), np.stack(outputs["keras"]["probabilities"]),
+                               atol=1e-4)
+    assert run(color_catalog, color_artifact, str(tmp_path / "auto"))["engine"] == "onnx"

@@ -1,0 +1,113 @@
+"""Inference engines: the saved Keras model, or its ONNX export run by ONNX Runtime.
+
+ONNX Runtime's CPU provider scored MobileNetV2 2-2.5x faster than Keras on the same model here
+(DESIGN.md §7), so training exports every model and scoring prefers ONNX when the export exists
+and was verified against Keras.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+# Largest |onnx - keras| probability difference accepted on the probe batch.
+ONNX_TOLERANCE = 1e-4
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx(model, directory: str, probe: np.ndarray) -> dict[str, Any]:
+    """Exports `model` to `<directory>/model.onnx` and checks it against Keras on `probe`.
+
+    An export whose outputs differ by more than `ONNX_TOLERANCE` is deleted, never shipped.
+
+    Returns:
+        What the model card records: file (or None), max_abs_diff, tolerance, reason.
+    """
+    import onnxruntime
+
+    path = os.path.join(directory, ONNX_FILE)
+    probe = probe.astype(np.float32)
+    expected = np.asarray(model.predict_on_batch(probe))  # Keras needs one call before export
+    try:
+        model.export(path, format="onnx", verbose=False)
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        actual = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    except Exception as error:  # tf2onnx/ORT raise many types; Keras stays the engine then
+        if os.path.exists(path):
+            os.remove(path)
+        logger.warning("ONNX export failed (%s); scoring will use Keras", error)
+        return {"file": None, "reason": f"export failed: {type(error).__name__}: {error}"}
+    difference = float(np.abs(actual - expected).max())
+    record = {"file": ONNX_FILE, "max_abs_diff": difference, "tolerance": ONNX_TOLERANCE,
+              "probe_images": int(len(probe)), "onnxruntime": onnxruntime.__version__}
+    if difference > ONNX_TOLERANCE:
+        os.remove(path)
+        record.update(file=None, reason=f"outputs differ from Keras by {difference:.2e} > {ONNX_TOLERANCE}")
+        logger.warning("ONNX export refused: %s", record["reason"])
+    return record
+
+
+def choose_engine(requested: str, card: dict[str, Any]) -> str:
+    """Resolves `auto` to the fastest engine the artifact supports.
+
+    Raises:
+        ValueError: `onnx` was asked for but the artifact has no verified export.
+    """
+    has_onnx = bool(card.get("onnx", {}).get("file")) and onnxruntime_available()
+    if requested == "onnx" and not has_onnx:
+        raise ValueError("--engine onnx, but the model artifact has no verified model.onnx (or onnxruntime is "
+                         "missing); retrain with this version or use --engine keras")
+    if requested == "auto":
+        return "onnx" if has_onnx else "keras"
+    return requested
+
+
+class KerasEngine:
+    def __init__(self, artifact_dir: str, image_size: int):
+        import tensorflow as tf
+
+        from pipeline.artifacts import load_keras_model
+
+        self.model = load_keras_model(artifact_dir)
+        # A fixed-signature tf.function: no retracing per batch size, faster than predict_on_batch.
+        self._predict = tf.function(lambda x: self.model(x, training=False),
+                                    input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self._predict(pixels.astype(np.float32)).numpy()
+
+
+class OnnxEngine:
+    def __init__(self, artifact_dir: str, threads: int, gpu: bool):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = onnxruntime.InferenceSession(os.path.join(artifact_dir, ONNX_FILE), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: pixels.astype(np.float32, copy=False)})[0]
+
+
+def load_engine(name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool):
+    """Builds the named engine for a local artifact directory."""
+    if name == "onnx":
+        return OnnxEngine(artifact_dir, threads, gpu)
+    return KerasEngine(artifact_dir, card["input"]["image_size"])

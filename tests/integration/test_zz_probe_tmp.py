@@ -1,0 +1,216 @@
+"""The scoring job against S3: moto's server on loopback as the object store, a real local Ray.
+
+Catalog, model artifact and output all live in the bucket; the Ray workers read images and the
+model from it with the same AWS_* variables the driver uses (DESIGN.md §7).
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import uuid
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.factories import make_tree_catalog
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+SECRET = "s3cr3t-TEST-value-9f8e7d"
+KEY_ID = "testing-key-id"
+BUCKET = f"cc-test-{uuid.uuid4().hex[:8]}"  # fresh per session: nothing cached under an old URI matches
+MODEL = f"s3://{BUCKET}/models/custom_cnn"
+CATALOG = f"s3://{BUCKET}/catalog"
+CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
+# Variables that would point boto/s3fs somewhere else than the moto server.
+SHADOWING = ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+             "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+class S3:
+    """The moto endpoint plus a boto3 client, for the tests' own uploads and checks."""
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self.endpoint = endpoint
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+    def upload_directory(self, local: str, prefix: str) -> None:
+        for root, _, files in os.walk(local):
+            for name in files:
+                path = os.path.join(root, name)
+                with open(path, "rb") as handle:
+                    self.put(f"{prefix}/{os.path.relpath(path, local)}", handle.read())
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=KEY_ID, secret=SECRET, skip_instance_cache=True,
+                                 use_listings_cache=False)
+
+
+@pytest.fixture(scope="module")
+def s3_ray():
+    """moto's S3 server on 127.0.0.1, the AWS_* variables pointing at it, then a 2-CPU local Ray
+    started after them so every worker has them. Everything is undone at the end of the module."""
+    import ray
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in (*env, *SHADOWING)}
+    for name in SHADOWING:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        s3 = S3(env["AWS_ENDPOINT_URL"])
+        s3.client.create_bucket(Bucket=BUCKET)
+        ray.shutdown()
+        # The workers inherit the variables from the raylet this starts. Not runtime_env={"env_vars": ...}:
+        # Ray writes those in clear to the session's runtime_env_agent.log (and shows them on the dashboard).
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": env})
+        yield s3
+    finally:
+        ray.shutdown()
+        s3fs.S3FileSystem.clear_instance_cache()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_data(s3_ray, color_artifact, tmp_path_factory):
+    """A labelled tree catalog and the trained colour model, uploaded once for the module."""
+    local = make_tree_catalog(str(tmp_path_factory.mktemp("s3catalog") / "catalog"), {"red": 6, "green": 6, "blue": 6})
+    s3_ray.upload_directory(local, "catalog")
+    s3_ray.upload_directory(color_artifact, "models/custom_cnn")
+    return s3_ray
+
+
+def score_main(*args: str) -> int:
+    from jobs import score as score_job
+
+    return score_job.main(list(args) + sum((["--set", o] for o in CONFIG), []))
+
+
+def read_s3_predictions(s3: S3, prefix: str) -> pd.DataFrame:
+    fs = s3.filesystem()
+    files = sorted(fs.glob(f"{BUCKET}/{prefix}/predictions/*.parquet"))
+    assert files, f"no prediction files under s3://{BUCKET}/{prefix}/predictions"
+    return pq.read_table(files, filesystem=fs).to_pandas()
+
+
+def test_output_in_a_missing_bucket_exits_2_before_scoring(s3_data, capsys, monkeypatch):
+    from jobs import score as score_job
+
+    called = []
+    monkeypatch.setattr(score_job, "score", lambda plan: called.append(plan))
+    missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/runs/x"
+    code = score_main("--catalog", CATALOG, "--model", MODEL, "--output", missing)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot be written" in err and missing in err
+    assert called == []
+
+
+def test_tree_catalog_on_s3_scores_into_s3(s3_data):
+    s3 = s3_data
+    output = f"s3://{BUCKET}/runs/one"
+    assert score_main("--catalog", CATALOG, "--model", MODEL, "--output", output) == 0
+    keys = s3.keys("runs/one/")
+    assert [k for k in keys if k.startswith("runs/one/predictions/") and k.endswith(".parquet")]
+    for name in ("evaluation/summary.json", "evaluation/report.html", "run.json"):
+        assert f"runs/one/{name}" in keys, keys
+    assert not [k for k in keys if ".write-probe" in k]  # the writability probe cleans up after itself
+    frame = read_s3_predictions(s3, "runs/one")
+    assert len(frame) == 18
+    assert frame["image_uri"].str.startswith(f"s3://{BUCKET}/catalog/").all()
+    assert sorted(frame["image_id"]) == sorted(f"{c}/{i:04d}.png" for c in ("red", "green", "blue") for i in range(6))
+    assert frame["error"].isna().all()
+    assert (frame["predicted_label"] == frame["label"]).mean() > 0.9
+    run = json.loads(s3.get("runs/one/run.json"))
+    assert run["status"] == "completed"
+    assert run["counts"]["in"] == run["counts"]["out"] == 18 and run["counts"]["errors"] == 0
+    summary = json.loads(s3.get("runs/one/evaluation/summary.json"))
+    assert summary["rows"] == 18 and summary["evaluated_rows"] == 18
+
+
+def _manifest_with_a_missing_object(s3: S3, key: str) -> tuple[str, str]:
+    missing = f"s3://{BUCKET}/catalog/red/does-not-exist.png"
+    uris = [f"s3://{BUCKET}/catalog/{c}/{i:04d}.png" for c in ("red", "green", "blue") for i in range(2)] + [missing]
+    buffer = io.StringIO()
+    pd.DataFrame({"image_uri": uris, "label": [u.split("/")[-2] for u in uris], "sku": [f"SKU-{n}" for n in range(len(uris))]}
+                 ).to_csv(buffer, index=False)
+    s3.put(key, buffer.getvalue().encode())
+    return f"s3://{BUCKET}/{key}", missing
+
+
+def test_manifest_on_s3_with_a_missing_object(s3_data):
+    s3 = s3_data
+    manifest, missing = _manifest_with_a_missing_object(s3, "manifests/one.csv")
+    code = score_main("--catalog", manifest, "--model", MODEL, "--output", f"s3://{BUCKET}/runs/manifest",
+                      "--set", "predict.max_bad_fraction=0.5")
+    assert code == 0
+    frame = read_s3_predictions(s3, "runs/manifest").set_index("image_uri")
+    assert len(frame) == 7 and frame["sku"].notna().all()
+    error = frame.loc[missing, "error"]
+    assert isinstance(error, str) and error.startswith(("missing", "unreadable")), error
+    assert pd.isna(frame.loc[missing, "predicted_label"])
+    scored = frame.drop(index=missing)
+    assert scored["error"].isna().all() and scored["predicted_label"].notna().all()
+    run = json.loads(s3.get("runs/manifest/run.json"))
+    assert run["status"] == "completed" and run["counts"]["out"] == 7 and run["counts"]["errors"] == 1
+
+
+def test_the_secret_key_is_never_written_or_logged(s3_data, capsys, caplog):
+    s3 = s3_data
+    caplog.set_level(logging.DEBUG)
+    manifest, _ = _manifest_with_a_missing_object(s3, "manifests/secret.csv")
+    code = score_main("--catalog", manifest, "--model", MODEL, "--output", f"s3://{BUCKET}/runs/secret",
+                      "--set", "predict.max_bad_fraction=0.5")
+    assert code == 0
+    # A failing run too: its error messages are where a leaked credential would most likely show.
+    assert score_main("--catalog", CATALOG, "--model", MODEL,
+                      "--output", f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x") == 2
+    captured = capsys.readouterr()
+    assert "completed" in captured.out and "cannot be written" in captured.err
+    for text in (captured.out, captured.err, caplog.text):
+        assert SECRET not in text
+    assert not [r for r in caplog.records if SECRET in r.getMessage()]
+    keys = s3.keys("runs/")
+    assert any(k.startswith("runs/secret/") for k in keys)
+    for key in keys:  # every output this module wrote, not only this test's
+        assert SECRET.encode() not in s3.get(key), key
+    leaked = [path for path in _ray_log_files() if SECRET.encode() in open(path, "rb").read()]
+    assert not leaked, f"the secret key is in Ray's logs: {leaked}"
+
+
+def _ray_log_files() -> list[str]:
+    """Every file of the current Ray session's log directory (workers' and Ray's own)."""
+    import ray
+
+    logs = ray._private.worker._global_node.get_logs_dir_path()  # no public API for the session's logs
+    return [os.path.join(root, name) for root, _, names in os.walk(logs) for name in names]
