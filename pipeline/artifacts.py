@@ -113,10 +113,17 @@ def library_versions() -> dict[str, str]:
 
 
 def localize(artifact_uri: str) -> str:
-    """Returns a local directory holding the artifact (downloaded once per node when remote)."""
+    """Returns a local directory holding the artifact (downloaded once per node when remote).
+
+    The cache is keyed by the URI and the model card's content (whose `version` hashes the model),
+    so an artifact replaced at the same URI, e.g. by retraining into the same --output, is fetched
+    again rather than served stale under the new card.
+    """
     if not storage.is_remote(artifact_uri):
         return storage.normalize(artifact_uri)
-    target = os.path.join(CACHE_DIR, "artifacts", hashlib.sha256(artifact_uri.encode()).hexdigest()[:16])
+    card = storage.read_bytes(storage.join(artifact_uri, CARD_FILE))
+    key = hashlib.sha256(artifact_uri.encode() + b"\0" + card).hexdigest()[:16]
+    target = os.path.join(CACHE_DIR, "artifacts", key)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with FileLock(target + ".lock"):
         if not os.path.exists(os.path.join(target, CARD_FILE)):

@@ -85,6 +85,8 @@ class TrainConfig:
     imbalance: str = "class_weight"
     max_failures: int = 1
     run_name: str | None = None
+    # Accuracy the rows *not* sent to review should reach; sets the card's review threshold.
+    review_target_accuracy: float = 0.99
 
     def __post_init__(self) -> None:
         for key in ("epochs", "head_epochs", "batch_size_per_worker", "cnn_patience", "transfer_patience"):
@@ -97,6 +99,8 @@ class TrainConfig:
         _check(self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance,
                ", ".join(IMBALANCE_STRATEGIES))
         _check(self.max_failures >= 0, "train.max_failures", self.max_failures, ">= 0")
+        _check(0 < self.review_target_accuracy <= 1, "train.review_target_accuracy", self.review_target_accuracy,
+               "0 < x <= 1")
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,9 @@ class ResourcesConfig:
 class PredictConfig:
     batch_size: int = 64
     top_k: int = 3
-    low_confidence_threshold: float = 0.5
+    # None: the threshold the model card chose on validation data (train.review_target_accuracy),
+    # or 0.5 for artifacts without one.
+    low_confidence_threshold: float | None = None
     max_bad_fraction: float = 0.05
     rows_per_file: int = 50_000
     engine: str = "auto"
@@ -135,7 +141,8 @@ class PredictConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "predict.batch_size", self.batch_size, "a positive integer")
         _check(self.top_k > 0, "predict.top_k", self.top_k, "a positive integer")
-        _check(0 <= self.low_confidence_threshold <= 1, "predict.low_confidence_threshold",
+        _check(self.low_confidence_threshold is None or 0 <= self.low_confidence_threshold <= 1,
+               "predict.low_confidence_threshold",
                self.low_confidence_threshold, "0..1")
         _check(0 <= self.max_bad_fraction <= 1, "predict.max_bad_fraction", self.max_bad_fraction, "0..1")
         _check(self.rows_per_file > 0, "predict.rows_per_file", self.rows_per_file, "> 0")

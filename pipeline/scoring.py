@@ -24,6 +24,7 @@ import ray
 
 from pipeline import artifacts, images, storage
 from pipeline.catalog import passthrough_columns, read_catalog_frame
+from pipeline.calibration import apply_temperature
 from pipeline.config import JobConfig, PredictConfig, ResourcesConfig
 from pipeline.engines import choose_engine, load_engine
 from pipeline.schema import ERROR, IMAGE, IMAGE_ID, IMAGE_URI, LABEL, PREDICTION_COLUMNS, prediction_schema
@@ -34,16 +35,6 @@ RUN_FILE = "run.json"
 PREDICTIONS_DIR = "predictions"
 EVALUATION_DIR = "evaluation"
 RESERVED_COLUMNS = set(PREDICTION_COLUMNS) | {IMAGE}
-
-
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scales probabilities (softmax of log p / T); T = 1 leaves them unchanged."""
-    if temperature == 1.0:
-        return probabilities
-    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    scaled = np.exp(logits)
-    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 class Predictor:
@@ -110,6 +101,7 @@ class ScoringPlan:
     config: JobConfig
     schema: pa.Schema
     engine: str
+    threshold: float
 
 
 def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config: JobConfig) -> ScoringPlan:
@@ -143,8 +135,11 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         raise ValueError(f"manifest columns cannot be carried to Parquet: {error}") from error
     schema = prediction_schema(list(card["class_names"]), passthrough.remove_metadata())
     engine = choose_engine(config.predict.engine, card)
+    threshold = config.predict.low_confidence_threshold
+    if threshold is None:
+        threshold = float(card.get("review", {}).get("threshold", 0.5))
     return ScoringPlan(storage.normalize(catalog_uri), storage.normalize(artifact_uri), storage.normalize(output_uri),
-                       card, frame, config, schema, engine)
+                       card, frame, config, schema, engine, threshold)
 
 
 class PredictionWriter:
@@ -215,6 +210,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
         "run_id": run_id, "status": "running", "started_at": started_at.isoformat(),
         "model": {"uri": plan.artifact_uri, "name": plan.card["name"], "version": plan.card["version"]},
         "catalog": plan.catalog_uri, "output": plan.output_uri, "engine": plan.engine,
+        "low_confidence_threshold": plan.threshold,
         "config": {"predict": config.to_dict()["predict"], "resources": config.to_dict()["resources"]},
     }
     done = _already_scored(plan)
@@ -223,14 +219,13 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     logger.info("run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending))
     writer = PredictionWriter(storage.join(plan.output_uri, PREDICTIONS_DIR), plan.schema, predict.rows_per_file, run_id)
     if len(pending):
-        dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, predict, resources,
-                                config.data.rows_per_block, config.data.max_image_pixels)
+        dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, plan.threshold, predict,
+                                resources, config.data.rows_per_block, config.data.max_image_pixels)
         for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(table)
     writer.flush()
     seconds = time.perf_counter() - started
-    evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id,
-                                 predict.low_confidence_threshold)
+    evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold)
     rows_out, errors = evaluation["rows"], evaluation["error_rows"]
     error_share = errors / max(rows_out, 1)
     status = "completed"
@@ -254,7 +249,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
 
 
 def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
-                  predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
+                  threshold: float, predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
                   max_pixels: int) -> ray.data.Dataset:
     """The Ray Data pipeline: decode tasks (stateless) feeding a pool of `Predictor` actors."""
     blocks = max(1, min(len(frame) // rows_per_block + 1, 10_000))
@@ -269,7 +264,7 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
                      num_cpus=resources.cpus_per_actor, num_gpus=1 if resources.gpu else 0,
                      fn_constructor_kwargs={"artifact_uri": artifact_uri, "card": card, "run_id": run_id,
                                             "top_k": predict.top_k,
-                                            "low_confidence_threshold": predict.low_confidence_threshold,
+                                            "low_confidence_threshold": threshold,
                                             "engine": engine, "threads": predict.threads_per_actor,
                                             "gpu": resources.gpu})
     )

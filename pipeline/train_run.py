@@ -21,6 +21,7 @@ from models import get_entry
 from pipeline import artifacts, reports, storage
 from pipeline.artifacts import WeightsChoice
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
+from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
 from pipeline.metrics import summarize
@@ -124,7 +125,7 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
         if result.error:
             raise result.error
         seconds = time.perf_counter() - started
-        results[name] = _write_artifact(plan, name, result, datasets["test"], counts, skipped, class_weights,
+        results[name] = _write_artifact(plan, name, result, datasets, counts, skipped, class_weights,
                                         worker_config, seconds)
     if len(results) > 1:
         write_comparison(plan.output_uri, results, plan.label_index.class_names)
@@ -141,7 +142,7 @@ def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple
     return np.concatenate(labels), np.concatenate(probabilities), probe
 
 
-def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.data.Dataset,
+def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, ray.data.Dataset],
                     counts: dict, skipped: dict, class_weights: np.ndarray, worker_config: WorkerConfig,
                     seconds: float) -> dict[str, Any]:
     artifact_uri = storage.join(plan.output_uri, name)
@@ -152,9 +153,22 @@ def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.dat
         with open(os.path.join(checkpoint_dir, "model.keras"), "rb") as source, open(model_path, "wb") as target:
             target.write(source.read())
         model = artifacts.load_keras_model(local)
-        test_labels, test_probabilities, probe = _predict_dataset(model, test_dataset, 64)
+        class_names = list(plan.label_index.class_names)
+        val_labels, val_raw, _ = _predict_dataset(model, datasets["val"], 64)
+        test_labels, test_raw, probe = _predict_dataset(model, datasets["test"], 64)
         onnx = export_onnx(model, local, probe)
-        test_metrics = summarize(test_labels, test_probabilities, list(plan.label_index.class_names))
+        temperature = fit_temperature(val_raw, val_labels)
+        val_probabilities = apply_temperature(val_raw, temperature)
+        test_probabilities = apply_temperature(test_raw, temperature)
+        test_metrics = summarize(test_labels, test_probabilities, class_names)
+        calibration = {
+            "method": "temperature scaling fitted on the validation split", "temperature": temperature,
+            "validation_ece_before": summarize(val_labels, val_raw, class_names)["expected_calibration_error"],
+            "validation_ece_after": summarize(val_labels, val_probabilities, class_names)["expected_calibration_error"],
+            "test_ece_before": summarize(test_labels, test_raw, class_names)["expected_calibration_error"],
+            "test_ece_after": test_metrics["expected_calibration_error"],
+        }
+        review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
         history = state["history"]
         best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
         spec = get_entry(name).input_spec(plan.config.model.image_size)
@@ -181,6 +195,8 @@ def _write_artifact(plan: TrainingPlan, name: str, result, test_dataset: ray.dat
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
             "test": test_metrics,
             "onnx": onnx,
+            "calibration": calibration,
+            "review": review,
             "training_seconds": round(seconds, 1),
             "library_versions": artifacts.library_versions(),
             "created_at": datetime.now(timezone.utc).isoformat(),

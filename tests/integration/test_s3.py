@@ -88,7 +88,11 @@ def s3_ray():
         ray.shutdown()
         # The workers inherit the variables from the raylet this starts. Not runtime_env={"env_vars": ...}:
         # Ray writes those in clear to the session's runtime_env_agent.log (and shows them on the dashboard).
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        except Exception:  # "Timed out while waiting for GCS" happens on a loaded 2-core box; once more
+            ray.shutdown()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
         yield s3
     finally:
         ray.shutdown()
@@ -214,3 +218,27 @@ def _ray_log_files() -> list[str]:
 
     logs = ray._private.worker._global_node.get_logs_dir_path()  # no public API for the session's logs
     return [os.path.join(root, name) for root, _, names in os.walk(logs) for name in names]
+
+
+def test_a_model_replaced_at_the_same_uri_is_the_one_that_scores(s3_data, color_artifact, tmp_path):
+    """Retraining into the same s3:// --output replaces the artifact in place; the workers' local copy
+    of the old one must not keep scoring under the new card. The new model lists its classes in
+    another order, so the old weights read through the new card get red and blue backwards."""
+    from tests.factories import make_artifact
+
+    s3 = s3_data
+    s3.upload_directory(color_artifact, "models/retrained")
+    uri = f"s3://{BUCKET}/models/retrained"
+    assert score_main("--catalog", CATALOG, "--model", uri, "--output", f"s3://{BUCKET}/runs/retrain-a") == 0
+    before = read_s3_predictions(s3, "runs/retrain-a")
+    assert (before["predicted_label"] == before["label"]).mean() > 0.9
+
+    replacement = make_artifact(str(tmp_path / "replacement"), ["red", "green", "blue"])
+    s3.client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in s3.keys("models/retrained/")]})
+    s3.upload_directory(replacement, "models/retrained")
+    new_version = json.loads(s3.get("models/retrained/model_card.json"))["version"]
+    assert new_version != before["model_version"].iloc[0]
+    assert score_main("--catalog", CATALOG, "--model", uri, "--output", f"s3://{BUCKET}/runs/retrain-b") == 0
+    after = read_s3_predictions(s3, "runs/retrain-b")
+    assert set(after["model_version"]) == {new_version}
+    assert (after["predicted_label"] == after["label"]).mean() > 0.9
