@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +50,7 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
-def end_process_tree(process: subprocess.Popen, grace: float = 20.0) -> None:
+def end_process_tree(process: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM the `ray start --block` process and every descendant (raylet, GCS, dashboard,
     workers, job drivers), then SIGKILL whatever is left after `grace` seconds."""
     try:
@@ -77,8 +77,8 @@ def end_process_tree(process: subprocess.Popen, grace: float = 20.0) -> None:
 
 
 class Cluster:
-    def __init__(self, dashboard: str, env: dict[str, str]):
-        self.dashboard, self.env = dashboard, env
+    def __init__(self, dashboard: str, gcs_port: int, env: dict[str, str]):
+        self.dashboard, self.gcs_port, self.env = dashboard, gcs_port, env
 
     def submit(self, *entrypoint: str, timeout: float) -> subprocess.CompletedProcess:
         """`ray job submit` (waits for the job, tails its log; exit 1 when the job FAILED)."""
@@ -118,7 +118,7 @@ def cluster():
             if time.monotonic() > deadline:
                 pytest.fail(f"the dashboard at {dashboard} did not come up:\n{open(log.name).read()[-4000:]}")
             time.sleep(2)
-        yield Cluster(dashboard, env)
+        yield Cluster(dashboard, port, env)
     finally:
         end_process_tree(process)
         log.close()
@@ -131,12 +131,22 @@ def catalog(tmp_path_factory):
 
 
 def test_a_submitted_driver_counts_as_on_a_cluster(cluster):
-    """jobs.runtime relies on `ray job submit` giving the driver RAY_ADDRESS (the GCS address)."""
-    code = ("import os; from jobs.runtime import on_remote_cluster; "
-            "print('ADDRESS=' + os.environ.get('RAY_ADDRESS', ''), 'REMOTE=' + str(on_remote_cluster()))")
+    """jobs.runtime relies on `ray job submit` giving the driver RAY_ADDRESS: the GCS address of the
+    cluster (Ray 2.60 advertises the node's primary IP there even with --node-ip-address 127.0.0.1)."""
+    code = ("import os, sys; from jobs.runtime import on_remote_cluster; "
+            "size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk('.') for f in fs); "
+            "print('ADDRESS=' + os.environ.get('RAY_ADDRESS', ''), 'REMOTE=' + str(on_remote_cluster()), "
+            "'PYTHON=' + sys.executable, 'SIZE=' + str(size), 'TOP=' + ','.join(sorted(os.listdir('.'))))")
     result = cluster.submit("python", "-c", code, timeout=300)
     assert result.returncode == 0
-    assert "REMOTE=True" in result.stdout and "ADDRESS=127.0.0.1:" in result.stdout
+    found = re.search(r"ADDRESS=(\S*) REMOTE=(\S+) PYTHON=(\S+) SIZE=(\d+) TOP=(\S*)", result.stdout)
+    assert found, result.stdout
+    address, remote, python, size, top = found.groups()
+    assert address.endswith(f":{cluster.gcs_port}") and remote == "True"
+    assert python.startswith(VENV_BIN)  # the job's `python` is this venv's
+    # The working-directory copy the driver runs in: the code, without .venv, .git, tests (.rayignore).
+    assert {"jobs", "pipeline", "models"} <= set(top.split(",")) and not {".venv", ".git", "tests"} & set(top.split(","))
+    assert int(size) < 50_000_000
 
 
 def test_train_then_score_through_ray_job_submit(cluster, catalog, tmp_path):
@@ -166,7 +176,7 @@ def test_a_relative_catalog_path_fails_the_submitted_job(cluster, catalog, tmp_p
     relative = os.path.relpath(catalog, REPO)  # names the same folder from here, not from the job's copy
     result = cluster.submit("python", "-m", "jobs.score", "--catalog", relative, "--model", str(tmp_path / "m"),
                             "--output", str(tmp_path / "out"), timeout=300)
-    assert result.returncode != 0
-    assert "relative path" in result.stdout + result.stderr
-    assert "failed" in (result.stdout + result.stderr).lower()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1  # the CLI's "job FAILED"
+    assert "relative path" in output and "exit code 2" in output  # jobs.score's bad-input exit
     assert not os.path.exists(tmp_path / "out")

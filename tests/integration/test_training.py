@@ -160,7 +160,7 @@ def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, ca
     assert rerun.returncode == 0, log[-3000:]
     assert "resumed custom_cnn at phase 0, epoch" in log
     resumed_at = int(log.split("resumed custom_cnn at phase 0, epoch ")[1].split()[0])
-    assert resumed_at >= 2
+    assert resumed_at >= 1  # the newest checkpoint may not have been registered before the kill
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
     assert [row["epoch"] for row in history] == list(range(1, 7))
 
