@@ -9,6 +9,7 @@ import logging
 
 from jobs import runtime
 from jobs.config import load_config
+from pipeline.incremental import prepare_incremental, score_incremental
 from pipeline.scoring import prepare_scoring, score
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
             "predict.batch_size": args.batch_size, "resources.actors": args.actors,
             "resources.gpu": args.gpu, "predict.engine": args.engine})
         logger.info("resolved config: %s", config.to_dict())
+        if config.predict.incremental:
+            incremental = prepare_incremental(args.catalog, args.model, args.output, config)
+            runtime.init_ray(config.resources)
+            view = score_incremental(incremental)
+            print(f"current view: {view['rows']} rows ({view['scored_this_run']} scored now, {view['unchanged']} "
+                  f"unchanged, {view['deleted']} deleted) → {args.output}")
+            return runtime.EXIT_OK
         plan = prepare_scoring(args.catalog, args.model, args.output, config)
         runtime.init_ray(config.resources)
         manifest = score(plan)

@@ -137,6 +137,8 @@ class PredictConfig:
     # and inference interleave rather than saturate a core each.
     threads_per_actor: int = 2
     overwrite: bool = False
+    # Treat --output as the root of scheduled runs and score only new or changed images.
+    incremental: bool = False
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "predict.batch_size", self.batch_size, "a positive integer")

@@ -170,3 +170,31 @@ def check_writable(uri: str) -> None:
     except Exception as error:  # any backend error means "not writable" to the user
         raise ValueError(f"output {uri!r} cannot be written ({type(error).__name__}: {error}); "
                          "choose a writable --output") from error
+
+
+def _fingerprint(info: dict) -> str:
+    """Size plus the store's change marker: ETag on S3 (changes with content), mtime locally."""
+    marker = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+    return f"{info.get('size')}:{str(marker).strip(chr(34))}"
+
+
+def fingerprints(uris: list[str], root: str | None = None) -> dict[str, str | None]:
+    """Change fingerprints for files: one listing of `root` when given (cheap on S3), else one
+    stat/HEAD per file. Missing files map to None."""
+    found: dict[str, str | None] = {}
+    if root is not None:
+        fs, path = filesystem(root)
+        for name, info in fs.find(path, detail=True).items():
+            if info.get("type") == "file":
+                found[to_uri(fs, name)] = _fingerprint(info)
+    result = {}
+    for uri in uris:
+        if uri in found:
+            result[uri] = found[uri]
+            continue
+        try:
+            fs, path = filesystem(uri)
+            result[uri] = _fingerprint(fs.info(path))
+        except (FileNotFoundError, OSError, ValueError):
+            result[uri] = None
+    return result

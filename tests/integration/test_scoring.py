@@ -172,3 +172,33 @@ def test_onnx_and_keras_engines_agree(ray_local, color_catalog, color_artifact, 
     np.testing.assert_allclose(np.stack(outputs["onnx"]["probabilities"]), np.stack(outputs["keras"]["probabilities"]),
                                atol=1e-4)
     assert run(color_catalog, color_artifact, str(tmp_path / "auto"))["engine"] == "onnx"
+
+
+def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, color_catalog, color_artifact, tmp_path):
+    import time
+
+    import duckdb
+
+    from pipeline.incremental import prepare_incremental, read_current_view, score_incremental
+
+    root = str(tmp_path / "scheduled")
+    config = load_config(None, CONFIG)
+    first = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
+    assert first["scored_this_run"] == 18 and first["rows"] == 18
+    first_files = {p: os.path.getmtime(p) for p in glob.glob(f"{root}/runs/*/predictions/*.parquet")}
+    time.sleep(1.1)  # mtime resolution
+    os.remove(os.path.join(color_catalog, "red", "0000.png"))
+    Image.new("RGB", (32, 32), (40, 60, 220)).save(os.path.join(color_catalog, "red", "0001.png"))  # changed
+    Image.new("RGB", (32, 32), (40, 200, 60)).save(os.path.join(color_catalog, "green", "new.png"))  # new
+    second = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
+    assert (second["scored_this_run"], second["unchanged"], second["deleted"], second["rows"]) == (2, 16, 1, 18)
+    assert {p: os.path.getmtime(p) for p in first_files} == first_files  # unchanged data not rewritten
+    view = read_current_view(root)
+    assert len(view) == 18 and view["image_id"].is_unique
+    assert "red/0000.png" not in set(view["image_id"])
+    assert view.set_index("image_id").loc["red/0001.png", "predicted_label"] == "blue"
+    joined = duckdb.sql(f"select count(*) from read_parquet('{root}/runs/*/predictions/*.parquet') p "
+                        f"join read_parquet('{root}/current/state.parquet') s using (image_id, run_id)").fetchall()[0][0]
+    assert joined == 18
+    third = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
+    assert third["scored_this_run"] == 0 and third["rows"] == 18
