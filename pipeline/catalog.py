@@ -140,7 +140,10 @@ def _read_manifest(uri: str) -> pd.DataFrame:
 
 
 def _resolve(image_uri: str, base: str) -> str:
-    """Manifest URIs may be relative to the manifest's own folder."""
+    """Manifest URIs may be relative to the manifest's own folder. A malformed one (NUL byte) is
+    kept as it is: that row becomes an error row when read, instead of failing the catalog."""
+    if "\x00" in image_uri:
+        return image_uri
     if storage.is_remote(image_uri) or image_uri.startswith("file://") or os.path.isabs(image_uri):
         return storage.normalize(image_uri)
     if storage.is_remote(base):

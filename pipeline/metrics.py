@@ -37,8 +37,12 @@ def summarize(true_indices: np.ndarray, probabilities: np.ndarray, class_names: 
     labels = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=int)
     if len(true_indices) == 0:
-        return {"rows": 0, "accuracy": None, "loss": None, "per_class": [], "labels": class_names,
-                "confusion_matrix": [[0] * len(labels) for _ in labels]}
+        empty = {"precision": None, "recall": None, "f1": None}
+        return {"rows": 0, "accuracy": None, "loss": None, "macro": empty, "weighted": empty,
+                "per_class": [{"label": name, "precision": None, "recall": None, "f1": None, "support": 0,
+                               "low_support": True} for name in class_names],
+                "labels": list(class_names), "confusion_matrix": [[0] * len(labels) for _ in labels],
+                "expected_calibration_error": None}
     precision, recall, f1, support = precision_recall_fscore_support(
         true_indices, predicted, labels=labels, zero_division=0)
     macro = precision_recall_fscore_support(true_indices, predicted, labels=labels, average="macro", zero_division=0)

@@ -202,3 +202,23 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
     assert joined == 18
     third = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
     assert third["scored_this_run"] == 0 and third["rows"] == 18
+
+
+def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_catalog, color_artifact, tmp_path):
+    image = os.path.join(color_catalog, "red", "0000.png")
+    rows = [{"image_uri": image, "image_id": "../../escape", "label": "../../../etc/passwd"},
+            {"image_uri": image, "image_id": "/tmp/absolute-id", "label": "/abs"},
+            {"image_uri": image, "image_id": "nul\x00byte", "label": "nul\x00label"},
+            {"image_uri": image + "\x00.png", "image_id": "nul-in-uri", "label": "red"}]
+    pd.DataFrame(rows).to_parquet(tmp_path / "hostile.parquet")
+    def tree():
+        return {os.path.realpath(p) for p in glob.glob(str(tmp_path.parent / "**"), recursive=True)}
+
+    before = tree()
+    output = str(tmp_path / "out")
+    manifest = run(str(tmp_path / "hostile.parquet"), color_artifact, output, "predict.max_bad_fraction=1")
+    assert {p for p in tree() - before if not p.startswith(os.path.realpath(output))} == set()
+    assert not os.path.exists("/tmp/absolute-id")
+    frame = predictions(output).set_index("image_id")
+    assert len(frame) == 4 and frame.loc["nul-in-uri", "error"].startswith("unreadable")
+    assert manifest["evaluation"]["unknown_label_rows"] == 3

@@ -50,3 +50,11 @@ def test_label_index_is_sorted_and_integer_encoded():
     index = LabelIndex.fit(pd.Series(["b", "a", "b"]))
     assert index.class_names == ("a", "b")
     assert index.encode(pd.Series(["b", "a"])).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("part", ["../x", "a/../../x", "/etc/passwd", "nul\x00"])
+def test_storage_join_refuses_parts_that_leave_the_root(part):
+    from pipeline import storage
+
+    with pytest.raises(ValueError):
+        storage.join("/tmp/output-root", part)
