@@ -80,11 +80,13 @@ def _resolve_one(weights: str, image_size: int) -> WeightsChoice:
 def fetch_weights(uri: str) -> str:
     """Returns a local path for a weights file, downloading a remote one once per node.
 
-    A file lock keeps concurrent workers on one node from racing on the download.
+    A file lock keeps concurrent workers on one node from racing on the download; the cache key
+    includes the object's size and ETag, so a file replaced at the same URI is fetched again.
     """
     if not storage.is_remote(uri):
         return storage.normalize(uri)
-    name = hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + os.path.basename(uri)
+    fingerprint = storage.fingerprints([uri])[uri] or ""
+    name = hashlib.sha256(f"{uri}\0{fingerprint}".encode()).hexdigest()[:16] + "-" + os.path.basename(uri)
     os.makedirs(os.path.join(CACHE_DIR, "weights"), exist_ok=True)
     target = os.path.join(CACHE_DIR, "weights", name)
     with FileLock(target + ".lock"):

@@ -8,6 +8,7 @@ ends up exactly once, and at most the rows in flight at the crash are scored twi
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import time
@@ -46,7 +47,13 @@ class Predictor:
 
         if engine == "keras":
             configure_tensorflow(threads, gpu)
-        self.engine = load_engine(engine, artifacts.localize(artifact_uri), card, threads, gpu)
+        local = artifacts.localize(artifact_uri)
+        with open(os.path.join(local, artifacts.CARD_FILE)) as handle:
+            local_version = json.load(handle)["version"]
+        if local_version != card["version"]:
+            raise RuntimeError(f"model at {artifact_uri} changed during the run (version {local_version}, "
+                               f"run started with {card['version']}); rerun to resume with one model")
+        self.engine = load_engine(engine, local, card, threads, gpu)
         self.class_names = np.array(card["class_names"], dtype=object)
         self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
         self.model_name, self.model_version = card["name"], card["version"]
