@@ -391,15 +391,21 @@ def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, bes
 
 # --------------------------------------------------------------------------- driver
 
+def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
+    """Ray Train workers from config: `--gpu` is the one switch that gives each worker one GPU."""
+    per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
+    if resources.gpu:
+        per_worker["GPU"] = 1
+    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu, resources_per_worker=per_worker)
+
+
 def fit(model_name: str, datasets: dict[str, ray.data.Dataset], worker_config: WorkerConfig,
         resources: ResourcesConfig, storage_path: str, run_name: str) -> ray.train.Result:
     """Runs one model's data-parallel training; returns Ray's result (final checkpoint included).
 
     A rerun with the same `run_name` and `storage_path` resumes from the latest checkpoint.
     """
-    scaling = ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu,
-                            resources_per_worker={"CPU": resources.cpus_per_worker,
-                                                  **({"GPU": 1} if resources.gpu else {})})
+    scaling = scaling_config(resources)
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config=worker_config.to_dict(),

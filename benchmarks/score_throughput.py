@@ -1,0 +1,259 @@
+"""Scoring throughput: model-only limit vs a hand-written loop vs the product, in one run.
+
+On the same generated product-photo JPEGs and the same model artifact:
+  (a) model only: the inference engines on pre-decoded, pre-resized tensors in memory, batch 32;
+  (b) hand-written: one process, PIL decode + resize, Keras `predict_on_batch`, pandas Parquet
+      (plus the strongest hand-written loop, draft decode + ONNX Runtime, for reference);
+  (c) the product: `prepare_scoring` + `score` on a local Ray started before timing, and the
+      whole `python -m jobs.score` process timed end to end against (b) as a process too.
+Each phase reports images/s, the peak memory of the whole process tree and how much of the
+machine other processes used meanwhile (`other_cpu_share`: above ~0.1 the numbers are
+contaminated by other work). Comparisons run back to back in one run so their ratios hold
+even when the absolute numbers move with the machine's load.
+
+    python -m benchmarks.score_throughput --models mobilenet_v2 --images 2000 --output results.json
+    python -m benchmarks.score_throughput --tiny --output tiny.json      # CI: < 2 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import REPO, TreeMonitor, build_artifact, image_paths, machine, make_photo_catalog, write_json
+
+CLASS_NAMES = ["bag", "boot", "sandal", "sneaker", "trouser"]
+DEFAULT_CONFIG = os.path.join(REPO, "jobs", "configs", "local.yaml")
+TINY = {"images": 40, "image_size": 64, "models": "custom_cnn", "model_only_images": 40}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.score_throughput",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000, help="JPEGs to generate and score (default 2000)")
+    parser.add_argument("--models", default="custom_cnn,mobilenet_v2", help="comma-separated model names")
+    parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels (default 224)")
+    parser.add_argument("--engine", choices=["auto", "onnx", "keras"], default="auto",
+                        help="the product's inference engine (default auto: ONNX when exported)")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"CI smoke run: {TINY['images']} images, {TINY['image_size']} px, custom_cnn")
+    parser.add_argument("--output", default="score_throughput.json", help="JSON results file")
+    parser.add_argument("--work-dir", help="keep generated images and artifacts here and reuse them "
+                                           "(default: a temporary directory, removed afterwards)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="the product's config preset")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override for the product's config, as in jobs.score")
+    parser.add_argument("--model-only-images", type=int, default=1024,
+                        help="pre-decoded images for the model-only limit (default 1024)")
+    parser.add_argument("--no-subprocess", action="store_true", help="skip the whole-process comparison")
+    parser.add_argument("--no-fast-baseline", action="store_true",
+                        help="skip the draft-decode + ONNX Runtime hand-written loop")
+    return parser
+
+
+# --------------------------------------------------------------------------- phases
+
+def model_only(artifact_dir: str, card: dict[str, Any], pixels: np.ndarray, batch_size: int = 32) -> dict[str, Any]:
+    """(a) Each available engine on tensors already in memory: the ceiling for any pipeline."""
+    from pipeline.engines import load_engine, onnxruntime_available
+    from pipeline.training import configure_tensorflow
+
+    engines = ["keras"] + (["onnx"] if card.get("onnx", {}).get("file") and onnxruntime_available() else [])
+    configure_tensorflow(os.cpu_count() or 1, False)
+    results = {}
+    for name in engines:
+        engine = load_engine(name, artifact_dir, card, os.cpu_count() or 1, False)
+        engine.predict(pixels[:batch_size])  # warm-up: graph tracing, session allocation
+        started = time.perf_counter()
+        for start in range(0, len(pixels), batch_size):
+            engine.predict(pixels[start:start + batch_size])
+        seconds = time.perf_counter() - started
+        results[name] = {"images_per_second": round(len(pixels) / seconds, 2), "images": int(len(pixels)),
+                         "batch_size": batch_size, "threads": os.cpu_count() or 1}
+        del engine
+        gc.collect()
+    return results
+
+
+def handwritten(image_dir: str, artifact_dir: str, output_dir: str, **options: Any) -> dict[str, Any]:
+    """(b) The hand-written loop, in this process."""
+    from benchmarks.handwritten import score_folder
+
+    os.makedirs(output_dir, exist_ok=True)
+    with TreeMonitor() as monitor:
+        result = score_folder(image_dir, artifact_dir, os.path.join(output_dir, "predictions.parquet"), **options)
+    return {**result, **monitor.result()}
+
+
+def product(image_dir: str, artifact_dir: str, output_dir: str, config_path: str | None,
+            overrides: list[str], engine: str) -> dict[str, Any]:
+    """(c) The product's scoring job on a local Ray started (and timed) before the measurement."""
+    import ray
+
+    from jobs.config import load_config
+    from pipeline.scoring import prepare_scoring, score
+
+    config = load_config(config_path, overrides, **{"predict.engine": engine, "predict.overwrite": True})
+    started = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - started
+    try:
+        with TreeMonitor() as monitor:
+            started = time.perf_counter()
+            manifest = score(prepare_scoring(image_dir, artifact_dir, output_dir, config))
+            seconds = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    counts = manifest["counts"]
+    if manifest["status"] != "completed" or counts["errors"]:
+        raise RuntimeError(f"the product's scoring run did not complete cleanly: {manifest.get('problems')}, "
+                           f"counts {counts}")
+    return {"images": counts["out"], "seconds": round(seconds, 3),
+            "images_per_second": round(counts["out"] / seconds, 2), "ray_start_seconds": round(ray_start, 2),
+            "engine": manifest["engine"], "prediction_files": counts["prediction_files"],
+            "config": manifest["config"], **monitor.result()}
+
+
+def _run_process(command: list[str], log_path: str) -> dict[str, Any]:
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    with open(log_path, "w") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with TreeMonitor(process.pid) as monitor:
+            code = process.wait()
+        seconds = time.perf_counter() - started
+    if code != 0:
+        with open(log_path) as log:
+            tail = log.read()[-3000:]
+        raise RuntimeError(f"{' '.join(command[:4])} … exited with {code}; log {log_path}:\n{tail}")
+    return {"seconds": round(seconds, 3), **monitor.result()}
+
+
+def whole_process(image_dir: str, artifact_dir: str, work: str, count: int, config_path: str | None,
+                  overrides: list[str], engine: str) -> dict[str, Any]:
+    """Interpreter start to exit: what a user waits for. Ray start-up is included here on purpose."""
+    baseline = _run_process([sys.executable, "-m", "benchmarks.handwritten", "--images", image_dir,
+                             "--model", artifact_dir, "--output", os.path.join(work, "handwritten.parquet")],
+                            os.path.join(work, "handwritten.log"))
+    command = [sys.executable, "-m", "jobs.score", "--catalog", image_dir, "--model", artifact_dir,
+               "--output", os.path.join(work, "product"), "--engine", engine, "--set", "predict.overwrite=true"]
+    if config_path:
+        command += ["--config", config_path]
+    for override in overrides:
+        command += ["--set", override]
+    scored = _run_process(command, os.path.join(work, "product.log"))
+    for result in (baseline, scored):
+        result["images_per_second"] = round(count / result["seconds"], 2)
+    return {"handwritten": baseline, "product": scored,
+            "product_over_handwritten": round(scored["images_per_second"] / baseline["images_per_second"], 3)}
+
+
+# --------------------------------------------------------------------------- driver
+
+def benchmark_model(name: str, args: argparse.Namespace, work: str, image_dir: str) -> dict[str, Any]:
+    from pipeline.images import decode_image
+
+    paths = image_paths(image_dir)
+    limit = min(args.model_only_images, len(paths))
+    pixels = np.stack([decode_image(open(path, "rb").read(), args.image_size) for path in paths[:limit]])
+    artifact_dir = os.path.join(work, "artifacts", f"{name}-{args.image_size}")
+    card = build_artifact(artifact_dir, name, args.image_size, CLASS_NAMES, pixels[:32])
+    result: dict[str, Any] = {"onnx_exported": bool(card.get("onnx", {}).get("file"))}
+    log(f"{name}: (a) model only on {limit} pre-decoded images")
+    result["model_only"] = model_only(artifact_dir, card, pixels.astype(np.float32))
+    del pixels
+    gc.collect()
+    log(f"{name}: (b) hand-written loop on {len(paths)} images")
+    result["handwritten"] = handwritten(image_dir, artifact_dir, os.path.join(work, "out", name, "handwritten"))
+    if not args.no_fast_baseline and result["onnx_exported"]:
+        result["handwritten_fast"] = handwritten(image_dir, artifact_dir, os.path.join(work, "out", name, "fast"),
+                                                 engine="onnx", draft=True)
+    log(f"{name}: (c) the product's scoring job")
+    result["product"] = product(image_dir, artifact_dir, os.path.join(work, "out", name, "product"),
+                                args.config, args.set, args.engine)
+    engine = result["product"]["engine"]
+    limit_ips = result["model_only"][engine]["images_per_second"]
+    c, b = result["product"]["images_per_second"], result["handwritten"]["images_per_second"]
+    result["ratios"] = {"product_over_handwritten": round(c / b, 3), "product_over_model_only": round(c / limit_ips, 3)}
+    if "handwritten_fast" in result:
+        result["ratios"]["product_over_handwritten_fast"] = round(c / result["handwritten_fast"]["images_per_second"], 3)
+    if not args.no_subprocess:
+        log(f"{name}: whole process, hand-written vs python -m jobs.score")
+        sub = os.path.join(work, "out", name, "process")
+        os.makedirs(sub, exist_ok=True)
+        result["whole_process"] = whole_process(image_dir, artifact_dir, sub, len(paths), args.config, args.set,
+                                                args.engine)
+        result["ratios"]["whole_process_product_over_handwritten"] = result["whole_process"]["product_over_handwritten"]
+    return result
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    parts = []
+    for name, result in results["models"].items():
+        model = result["model_only"]
+        limit = " ".join(f"{engine} {value['images_per_second']:.0f}" for engine, value in model.items())
+        text = (f"{name}@{results['settings']['image_size']}px ×{results['images']['count']}: "
+                f"model-only [{limit}] | hand-written {result['handwritten']['images_per_second']:.1f} | "
+                f"product {result['product']['images_per_second']:.1f} img/s "
+                f"(c/b {result['ratios']['product_over_handwritten']:.2f}, "
+                f"c/a {result['ratios']['product_over_model_only']:.2f}, "
+                f"peak {result['product']['peak_rss_mb']:.0f} MB RSS)")
+        if "whole_process" in result:
+            process = result["whole_process"]
+            text += (f" | whole-process {process['product']['images_per_second']:.1f} vs "
+                     f"{process['handwritten']['images_per_second']:.1f} img/s "
+                     f"({process['product_over_handwritten']:.2f}x)")
+        parts.append(text)
+    return " || ".join(parts)
+
+
+def log(message: str) -> None:
+    print(f"[score_throughput {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.tiny:
+        args.images, args.image_size, args.models = TINY["images"], TINY["image_size"], TINY["models"]
+        args.model_only_images = TINY["model_only_images"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING)
+    work = args.work_dir or tempfile.mkdtemp(prefix="score-throughput-")
+    try:
+        started = time.perf_counter()
+        image_dir = os.path.join(work, f"photos-{args.images}")
+        log(f"generating {args.images} JPEGs in {image_dir}")
+        images = make_photo_catalog(image_dir, args.images)
+        results: dict[str, Any] = {
+            "benchmark": "score_throughput", "machine": machine(), "images": images,
+            "settings": {"models": args.models.split(","), "image_size": args.image_size, "engine": args.engine,
+                         "config": args.config, "overrides": args.set, "batch_size_model_only": 32,
+                         "batch_size_handwritten": 32, "tiny": args.tiny},
+            "models": {},
+        }
+        for name in args.models.split(","):
+            results["models"][name] = benchmark_model(name, args, work, image_dir)
+        results["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        results["summary"] = summary_line(results)
+        write_json(args.output, results)
+        print(results["summary"])
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""The GPU path is one flag: check the configuration it produces (no GPU on CI machines)."""
+from __future__ import annotations
+
+import pytest
+
+from jobs.config import load_config
+from pipeline.training import configure_tensorflow, scaling_config
+
+
+def test_gpu_flag_gives_each_training_worker_one_gpu():
+    config = load_config("jobs/configs/cluster.yaml", [], **{"resources.gpu": True, "resources.workers": 4})
+    scaling = scaling_config(config.resources)
+    assert scaling.num_workers == 4 and scaling.use_gpu
+    assert scaling.resources_per_worker == {"CPU": 4, "GPU": 1}
+
+
+def test_cpu_workers_ask_for_no_gpu():
+    scaling = scaling_config(load_config("jobs/configs/local.yaml").resources)
+    assert not scaling.use_gpu and "GPU" not in scaling.resources_per_worker
+    assert scaling.resources_per_worker["CPU"] == 0.5  # 2 workers must leave CPU for Ray Data
+
+
+def test_tensorflow_configuration_runs_without_a_gpu():
+    configure_tensorflow(1, gpu=True)  # memory growth on every visible GPU; none here, no error
+
+
+@pytest.mark.gpu
+def test_memory_growth_is_on_for_visible_gpus():
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        pytest.skip("no GPU visible")
+    configure_tensorflow(1, gpu=True)
+    assert all(tf.config.experimental.get_memory_growth(gpu) for gpu in gpus)
