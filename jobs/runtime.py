@@ -52,7 +52,8 @@ def init_ray(resources: ResourcesConfig) -> None:
     if on_remote_cluster():
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=resources.num_cpus, include_dashboard=False, log_to_driver=True)
+        # The dashboard stays on: Ray Train's placement-group cleaner queries the state API it serves.
+        ray.init(num_cpus=resources.num_cpus, log_to_driver=True)
     logger.info("ray resources: %s", ray.cluster_resources())
 
 
