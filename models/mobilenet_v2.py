@@ -42,6 +42,12 @@ def build_mobilenet_v2(
     )
     if weights is None:
         # From scratch there is nothing to protect: the whole base trains, BatchNorm included.
+        # Keras' BatchNorm momentum of 0.999 needs thousands of steps before its moving
+        # statistics (used at validation and scoring) match training; small catalogs never get
+        # there, so validation collapses to one class. 0.9 converges within an epoch or two.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
         x = base(x)
     else:
         base.trainable = False
