@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,36 +27,46 @@ COMPLETE_MARKER = ".complete"
 
 # --------------------------------------------------------------------------- images
 
-def _shapes() -> list[np.ndarray]:
-    """Product silhouettes: the shipped Fashion-MNIST catalog when present, else drawn ellipses
-    and boxes (the benchmark must run from a bare checkout too)."""
+def _shapes() -> list[tuple[str, np.ndarray]]:
+    """Product silhouettes with their class: the shipped Fashion-MNIST catalog when present, else
+    drawn ellipses and boxes (the benchmark must run from a bare checkout too)."""
     from PIL import Image
 
     paths = sorted(glob.glob(os.path.join(REPO, "data", "sample_catalog", "*", "*.png")))[::7]
     if paths:
-        return [np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0 for path in paths]
+        return [(os.path.basename(os.path.dirname(path)),
+                 np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0) for path in paths]
     yy, xx = np.mgrid[-1:1:28j, -1:1:28j]
-    return [((xx / a) ** 2 + (yy / b) ** 2 < 1).astype(np.float32) * 0.8 for a, b in
-            ((0.9, 0.6), (0.5, 0.9), (0.8, 0.8))] + [((abs(xx) < 0.7) & (abs(yy) < 0.5)).astype(np.float32)]
+    drawn = [(f"ellipse{a}{b}", ((xx / a) ** 2 + (yy / b) ** 2 < 1).astype(np.float32) * 0.8)
+             for a, b in ((0.9, 0.6), (0.5, 0.9), (0.8, 0.8))]
+    return drawn + [("box", ((abs(xx) < 0.7) & (abs(yy) < 0.5)).astype(np.float32))]
 
 
-_SHAPES: list[np.ndarray] | None = None
+_SHAPES: list[tuple[str, np.ndarray]] | None = None
 
 
-def product_photo(index: int, size: int = 600, seed: int = 0, quality: int = 90) -> bytes:
+def shape_labels() -> list[str]:
+    """The classes `product_photo(label=...)` can draw."""
+    global _SHAPES
+    if _SHAPES is None:
+        _SHAPES = _shapes()
+    return sorted({label for label, _ in _SHAPES})
+
+
+def product_photo(index: int, size: int = 600, seed: int = 0, quality: int = 90, label: str | None = None) -> bytes:
     """One JPEG that compresses like a catalog photo (≈50-150 kB at 600 px, quality 90).
 
     A silhouette with its own shading, filled with a colour gradient and fabric-like grain,
     on an off-white studio background with a soft shadow. Pure noise would be far larger and
     flat colour far smaller than real photos, and JPEG decode time depends on that size.
+    `label` picks a silhouette of that class, so a labelled catalog is learnable.
     """
     from PIL import Image, ImageFilter
 
-    global _SHAPES
-    if _SHAPES is None:
-        _SHAPES = _shapes()
+    shape_labels()
+    candidates = [mask for name, mask in _SHAPES if label is None or name == label]
+    shape = candidates[index % len(candidates)]
     rng = np.random.default_rng((seed, index))
-    shape = _SHAPES[index % len(_SHAPES)]
     mask = Image.fromarray((shape * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
     mask = mask.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
     shading = np.asarray(mask, dtype=np.float32) / 255.0
@@ -123,6 +134,35 @@ def make_photo_catalog(directory: str, count: int, size: int = 600, seed: int = 
     return info
 
 
+def _write_labelled(directory: str, label: str, start: int, stop: int, size: int, seed: int) -> None:
+    os.makedirs(os.path.join(directory, label), exist_ok=True)
+    for index in range(start, stop):
+        with open(os.path.join(directory, label, f"{index:05d}.jpg"), "wb") as handle:
+            handle.write(product_photo(index, size, seed, label=label))
+
+
+def make_labelled_catalog(directory: str, per_class: int, size: int = 256, seed: int = 0) -> dict[str, Any]:
+    """Writes a balanced `<root>/<label>/<n>.jpg` training catalog, one silhouette family per class.
+
+    Balanced, so class weights are ~1 and a plain Keras loop without them trains the same problem.
+    """
+    marker = os.path.join(directory, COMPLETE_MARKER)
+    labels = shape_labels()
+    info = {"directory": directory, "per_class": per_class, "classes": labels, "pixels": size, "seed": seed}
+    if os.path.exists(marker):
+        with open(marker) as handle:
+            if json.load(handle) == info:
+                return info
+    shutil.rmtree(directory, ignore_errors=True)
+    jobs = [(directory, label, start, min(per_class, start + 50), size, seed)
+            for label in labels for start in range(0, per_class, 50)]
+    with ProcessPoolExecutor(max(1, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
+        list(pool.map(_write_labelled, *zip(*jobs)))
+    with open(marker, "w") as handle:
+        json.dump(info, handle)
+    return info
+
+
 def image_paths(directory: str) -> list[str]:
     return sorted(glob.glob(os.path.join(directory, "*.jpg")))
 
@@ -179,11 +219,12 @@ class TreeMonitor:
     machine's busy time not spent in the tree, i.e. how contaminated the measurement is.
     """
 
-    def __init__(self, pid: int | None = None, interval: float = 0.2, pss_every: int = 5):
+    def __init__(self, pid: int | None = None, interval: float = 0.5, pss_every: int = 4):
         self.root = psutil.Process(pid or os.getpid())
         self.interval, self.pss_every = interval, pss_every
         self.peak_rss = self.peak_pss = 0
         self.cpu: dict[tuple[int, float], float] = {}
+        self.names: dict[tuple[int, float], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-monitor", daemon=True)
         self._processes: dict[int, psutil.Process] = {}
@@ -207,7 +248,12 @@ class TreeMonitor:
                 with process.oneshot():
                     rss += process.memory_info().rss
                     times = process.cpu_times()
-                    self.cpu[(process.pid, process.create_time())] = times.user + times.system
+                    key = (process.pid, process.create_time())
+                    self.cpu[key] = times.user + times.system
+                    # Ray workers retitle themselves (ray::IDLE → ray::MapWorker…): keep the last real title.
+                    role = _role(process)
+                    if key not in self.names or role != "ray::IDLE":
+                        self.names[key] = role
                     if with_pss:
                         pss += process.memory_full_info().pss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -241,11 +287,49 @@ class TreeMonitor:
         self._machine_busy = (sum(after) - idle(after)) - (sum(self._cpu_before) - idle(self._cpu_before))
 
     def result(self) -> dict[str, Any]:
-        tree_cpu = sum(value - self._cpu_start.get(key, 0.0) for key, value in self.cpu.items())
+        used = {key: value - self._cpu_start.get(key, 0.0) for key, value in self.cpu.items()}
+        tree_cpu = sum(used.values())
+        by_role: dict[str, float] = {}
+        for key, value in used.items():
+            by_role[self.names.get(key, "?")] = by_role.get(self.names.get(key, "?"), 0.0) + value
+        top = dict(sorted(((role, round(value, 2)) for role, value in by_role.items() if value >= 0.05),
+                          key=lambda item: -item[1]))
         capacity = self.wall * (os.cpu_count() or 1)
         return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "peak_pss_mb": round(self.peak_pss / 2**20, 1),
-                "tree_cpu_seconds": round(tree_cpu, 2),
+                "tree_cpu_seconds": round(tree_cpu, 2), "cpu_seconds_by_process": top,
                 "other_cpu_share": round(max(0.0, self._machine_busy - tree_cpu) / capacity, 3) if capacity else None}
+
+
+def wait_for_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 3.0) -> dict[str, Any]:
+    """Waits (up to `max_seconds`) until the machine is mostly idle before a measurement.
+
+    On a shared box other jobs come and go; starting each phase in a quiet spell keeps the
+    comparisons fair. Call it while this process is idle: its own use counts as busy.
+
+    Returns:
+        {"waited_seconds", "busy_share"} of the last window sampled.
+    """
+    started = time.perf_counter()
+    busy = psutil.cpu_percent(interval=min(window, max_seconds) if max_seconds > 0 else 0.5) / 100
+    while busy >= busy_below and time.perf_counter() - started + window <= max_seconds:
+        busy = psutil.cpu_percent(interval=window) / 100
+    return {"waited_seconds": round(time.perf_counter() - started, 1), "busy_share": round(busy, 3)}
+
+
+def _role(process: psutil.Process) -> str:
+    """A short name for where CPU time went: `ray::MapWorker(...)`, `raylet`, `python -m jobs.score`…"""
+    try:
+        command = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "?"
+    if not command:
+        return process.name()
+    if command[0].startswith("ray::"):
+        return command[0].split(" ")[0]
+    if "-m" in command[:3]:
+        return "python -m " + command[command.index("-m") + 1]
+    return os.path.basename(command[1] if len(command) > 1 and command[0].endswith(("python", "python3", "python3.11"))
+                            else command[0])
 
 
 def machine() -> dict[str, Any]:

@@ -20,6 +20,7 @@ import ray
 import ray.train
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
+from ray.data import RandomSeedConfig
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline import images
@@ -122,7 +123,10 @@ def build_datasets(frame: pd.DataFrame, label_index: LabelIndex, image_size: int
         if skipped[split]:
             logger.warning("%d %s images could not be decoded and are left out of training", skipped[split], split)
         if split == "train" and augment.enabled:
-            flagged = flagged.random_shuffle(seed=data.seed).map_batches(
+            # Reseeded per execution: Ray Train re-runs this dataset every epoch, and a fixed seed
+            # would give every epoch the same batches.
+            shuffle_seed = RandomSeedConfig(seed=data.seed, reseed_after_execution=True)
+            flagged = flagged.random_shuffle(seed=shuffle_seed).map_batches(
                 augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment)})
         datasets[split] = flagged
     return datasets, skipped

@@ -1,0 +1,56 @@
+"""The benchmarks run end to end in their tiny modes and write the JSON they promise.
+
+No timing assertions: how fast things are is what the benchmarks report, not what tests decide.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_score_throughput_tiny_writes_every_figure(tmp_path):
+    from benchmarks import score_throughput
+
+    output = tmp_path / "score.json"
+    assert score_throughput.main(["--tiny", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert {"machine", "images", "settings", "models", "summary"} <= set(results)
+    assert results["images"]["count"] == 40
+    model = results["models"]["custom_cnn"]
+    assert {"model_only", "handwritten", "product", "whole_process", "ratios"} <= set(model)
+    assert "keras" in model["model_only"]
+    for engine in model["model_only"].values():
+        assert positive(engine["images_per_second"])
+    for phase in ("handwritten", "product"):
+        assert positive(model[phase]["images_per_second"])
+        assert positive(model[phase]["peak_rss_mb"])
+    assert model["product"]["images"] == 40
+    for side in ("handwritten", "product"):
+        assert positive(model["whole_process"][side]["images_per_second"])
+        assert positive(model["whole_process"][side]["peak_rss_mb"])
+    for key in ("product_over_handwritten", "product_over_model_only", "whole_process_product_over_handwritten"):
+        assert positive(model["ratios"][key])
+
+
+def test_train_overhead_tiny_writes_every_figure(tmp_path):
+    from benchmarks import train_overhead
+
+    output = tmp_path / "train.json"
+    assert train_overhead.main(["--tiny", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert {"machine", "catalog", "settings", "plain", "product", "ratios", "summary"} <= set(results)
+    assert positive(results["plain"]["median_epoch_seconds"])
+    assert set(results["product"]) == {"1", "2"}
+    for run in results["product"].values():
+        assert positive(run["median_epoch_seconds"])
+        assert positive(run["train_images_per_second"])
+        assert len(run["epoch_seconds"]) == results["settings"]["epochs"]
+    assert positive(results["ratios"]["product_1w_over_plain_epoch_time"])
+    assert positive(results["ratios"]["speedup_2w_over_1w"])
