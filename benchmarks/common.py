@@ -316,6 +316,26 @@ def wait_for_quiet(max_seconds: float, busy_below: float = 0.25, window: float =
     return {"waited_seconds": round(time.perf_counter() - started, 1), "busy_share": round(busy, 3)}
 
 
+def settle(max_seconds: float = 15.0, busy_below: float = 0.1) -> float:
+    """Waits until this process tree goes idle, e.g. after `ray.init()` while Ray still starts
+    its prestarted workers, so start-up work is not billed to the measurement that follows.
+
+    Returns:
+        Seconds waited.
+    """
+    started = time.perf_counter()
+    monitor = TreeMonitor()
+    previous = None
+    while time.perf_counter() - started < max_seconds:
+        monitor.sample(with_pss=False)
+        total = sum(monitor.cpu.values())
+        if previous is not None and total - previous < busy_below * 0.5:
+            break
+        previous = total
+        time.sleep(0.5)
+    return round(time.perf_counter() - started, 2)
+
+
 def _role(process: psutil.Process) -> str:
     """A short name for where CPU time went: `ray::MapWorker(...)`, `raylet`, `python -m jobs.score`…"""
     try:
