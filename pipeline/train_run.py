@@ -190,6 +190,7 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
             "class_weights": dict(zip(plan.label_index.class_names, map(float, class_weights))),
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],
+            "resumed_at_epochs": state.get("resumed_at_epochs", []),
             "split": {"counts": counts, "hash": split_hash(plan.frame), "seed": plan.config.data.seed,
                       "undecodable_images_left_out": skipped},
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},

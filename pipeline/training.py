@@ -177,6 +177,9 @@ class TrainingState:
     wait: int = 0
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Epochs at which a restarted worker group (killed worker, or a rerun after a killed driver)
+    # picked up from a checkpoint: the model card reports them, so a recovery is never invisible.
+    resumed_at_epochs: list[int] = field(default_factory=list)
 
 
 def configure_tensorflow(cpus: float, gpu: bool) -> None:
@@ -313,6 +316,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             with open(os.path.join(directory, STATE_FILE)) as handle:
                 state = TrainingState(**json.load(handle))
+            state.resumed_at_epochs.append(state.epochs_done)
             if settings.two_phase and state.phase >= 1:
                 mobilenet_v2.unfreeze_top_layers(model, settings.train.fine_tune_layers)
             _assign_by_path(model, _load_npz(os.path.join(directory, CURRENT_WEIGHTS)))

@@ -126,15 +126,21 @@ def _train_process(catalog, output, run_name, *extra):
 
 
 def _wait_for_checkpoints(output, run_name, count, process, timeout=600):
+    """Waits until Ray Train has *registered* `count` checkpoints. A checkpoint directory appears
+    in storage before the controller registers it; a worker killed in between loses it."""
     deadline = time.time() + timeout
-    pattern = os.path.join(output, "_ray_train", f"{run_name}-custom_cnn", "checkpoint_*")
+    snapshot = os.path.join(output, "_ray_train", f"{run_name}-custom_cnn", "checkpoint_manager_snapshot.json")
     while time.time() < deadline:
-        if len(glob.glob(pattern)) >= count:
-            return
+        try:
+            with open(snapshot) as handle:
+                if len(json.load(handle)["checkpoint_results"]) >= count:
+                    return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
         if process.poll() is not None:
             pytest.fail(f"training ended early:\n{process.stdout.read()[-3000:]}")
-        time.sleep(0.5)
-    pytest.fail("no checkpoints appeared")
+        time.sleep(0.2)
+    pytest.fail("no checkpoints were registered")
 
 
 def _kill_tree(process):
@@ -163,22 +169,40 @@ def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, ca
     assert resumed_at >= 1  # the newest checkpoint may not have been registered before the kill
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
     assert [row["epoch"] for row in history] == list(range(1, 7))
+    card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
+    assert card["resumed_at_epochs"] == [resumed_at]
 
 
 def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
     output = str(tmp_path / "models")
-    process = _train_process(catalog, output, "faults", "train.epochs=5", "train.cnn_patience=10", "train.max_failures=2")
+    # Enough epochs that the kill lands mid-training even on a fast, idle machine (an epoch of
+    # these tiny images can take under a second).
+    epochs = 12
+    process = _train_process(catalog, output, "faults", f"train.epochs={epochs}", "train.cnn_patience=100",
+                             "train.max_failures=2")
     try:
-        _wait_for_checkpoints(output, "faults", 2, process)
-        workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-        assert workers, "no RayTrainWorker process found"
+        _wait_for_checkpoints(output, "faults", 1, process)
+        session = process.pid  # start_new_session: the job, its Ray and its workers share this session
+        workers = [p for p in psutil.process_iter(["cmdline"])
+                   if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and _session_of(p) == session]
+        assert workers, "no RayTrainWorker process found in the job's session"
+        checkpoints_at_kill = len(glob.glob(os.path.join(output, "_ray_train", "faults-custom_cnn", "checkpoint_*")))
         workers[-1].kill()
         log, _ = process.communicate(timeout=800)
     finally:
         _kill_tree(process)
     assert process.returncode == 0, log[-3000:]
-    assert "resumed custom_cnn" in log
+    assert checkpoints_at_kill < epochs, "training had finished before the worker was killed"
     card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
+    assert len(card["resumed_at_epochs"]) >= 1, "no restart from a checkpoint was recorded"
+    assert all(1 <= epoch < epochs for epoch in card["resumed_at_epochs"])
     assert card["test"]["accuracy"] >= 0.8
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
-    assert [row["epoch"] for row in history] == list(range(1, 6))
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+
+
+def _session_of(process):
+    try:
+        return os.getsid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
