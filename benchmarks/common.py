@@ -223,6 +223,7 @@ class TreeMonitor:
         self.root = psutil.Process(pid or os.getpid())
         self.interval, self.pss_every = interval, pss_every
         self.peak_rss = self.peak_pss = 0
+        self.rss_at_peak: dict[str, int] = {}
         self.cpu: dict[tuple[int, float], float] = {}
         self.names: dict[tuple[int, float], str] = {}
         self._stop = threading.Event()
@@ -243,10 +244,11 @@ class TreeMonitor:
 
     def sample(self, with_pss: bool) -> None:
         rss = pss = 0
+        by_role: dict[str, int] = {}
         for process in self._tree():
             try:
                 with process.oneshot():
-                    rss += process.memory_info().rss
+                    resident = process.memory_info().rss
                     times = process.cpu_times()
                     key = (process.pid, process.create_time())
                     self.cpu[key] = times.user + times.system
@@ -258,7 +260,10 @@ class TreeMonitor:
                         pss += process.memory_full_info().pss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-        self.peak_rss = max(self.peak_rss, rss)
+            rss += resident
+            by_role[self.names[key]] = by_role.get(self.names[key], 0) + resident
+        if rss > self.peak_rss:
+            self.peak_rss, self.rss_at_peak = rss, by_role
         if with_pss:
             self.peak_pss = max(self.peak_pss, pss)
 
@@ -296,6 +301,8 @@ class TreeMonitor:
                           key=lambda item: -item[1]))
         capacity = self.wall * (os.cpu_count() or 1)
         return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "peak_pss_mb": round(self.peak_pss / 2**20, 1),
+                "rss_mb_by_process_at_peak": {role: round(value / 2**20) for role, value in
+                                              sorted(self.rss_at_peak.items(), key=lambda item: -item[1])},
                 "tree_cpu_seconds": round(tree_cpu, 2), "cpu_seconds_by_process": top,
                 "other_cpu_share": round(max(0.0, self._machine_busy - tree_cpu) / capacity, 3) if capacity else None}
 
@@ -346,10 +353,14 @@ def _role(process: psutil.Process) -> str:
         return process.name()
     if command[0].startswith("ray::"):
         return command[0].split(" ")[0]
-    if "-m" in command[:3]:
+    if not os.path.basename(command[0]).startswith("python"):
+        return os.path.basename(command[0])
+    if "-m" in command[:4]:
         return "python -m " + command[command.index("-m") + 1]
-    return os.path.basename(command[1] if len(command) > 1 and command[0].endswith(("python", "python3", "python3.11"))
-                            else command[0])
+    if "-c" in command[:4]:
+        return "python -c"
+    scripts = [part for part in command[1:] if not part.startswith("-")]
+    return os.path.basename(scripts[0]) if scripts else "python"
 
 
 def machine() -> dict[str, Any]:

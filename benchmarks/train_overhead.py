@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import REPO, TreeMonitor, machine, make_labelled_catalog, write_json
+from benchmarks.common import REPO, TreeMonitor, machine, make_labelled_catalog, settle, write_json
 
 DEFAULT_CONFIG = os.path.join(REPO, "jobs", "configs", "local.yaml")
 TINY = {"per_class": 24, "image_size": 32, "epochs": 3, "workers": "1,2"}
@@ -118,6 +118,7 @@ def product_fit(catalog: str, output: str, args: argparse.Namespace, workers: in
     plan = prepare_training(catalog, output, config)
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    settle()
     ray_start = time.perf_counter() - started
     try:
         with TreeMonitor() as monitor:

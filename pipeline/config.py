@@ -125,7 +125,8 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    batch_size: int = 64
+    # 32 scored ~15% faster than 64 on CPU (activations stay in cache); GPU presets set their own.
+    batch_size: int = 32
     top_k: int = 3
     # None: the threshold the model card chose on validation data (train.review_target_accuracy),
     # or 0.5 for artifacts without one.
@@ -133,8 +134,9 @@ class PredictConfig:
     max_bad_fraction: float = 0.05
     rows_per_file: int = 50_000
     engine: str = "auto"
-    # Inference threads per actor; may exceed the actor's logical CPU share, since decode tasks
-    # and inference interleave rather than saturate a core each.
+    # Inference threads per actor. With one actor, decode tasks run beside it and 2 threads pay
+    # off; with several CPU actors each decodes its own images, so 1 thread per actor avoids
+    # oversubscribing the cores (jobs/configs/local.yaml).
     threads_per_actor: int = 2
     overwrite: bool = False
     # Treat --output as the root of scheduled runs and score only new or changed images.

@@ -21,6 +21,9 @@ from tests.factories import bad_image_corpus, make_tree_catalog
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
+# The two pipeline shapes build_dataset chooses between: one actor fed by decode tasks, and
+# several CPU actors with decoding fused into them (jobs/configs/local.yaml).
+LAYOUTS = {"decode_tasks": [], "decode_in_actors": ["resources.actors=2", "predict.threads_per_actor=1"]}
 
 
 def run(catalog, artifact, output, *overrides):
@@ -32,9 +35,10 @@ def predictions(output):
     return pd.concat([pd.read_parquet(path) for path in sorted(glob.glob(f"{output}/predictions/*.parquet"))])
 
 
-def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path, layout):
     output = str(tmp_path / "out")
-    manifest = run(color_catalog, color_artifact, output)
+    manifest = run(color_catalog, color_artifact, output, *LAYOUTS[layout])
     assert manifest["status"] == "completed"
     assert manifest["counts"]["in"] == manifest["counts"]["out"] == 18
     files = glob.glob(f"{output}/predictions/*.parquet")
@@ -82,7 +86,8 @@ def test_unlabelled_folder_has_no_evaluation(ray_local, color_catalog, color_art
     assert (predictions(output)["predicted_label"] == "green").mean() > 0.8
 
 
-def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artifact, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artifact, tmp_path, layout):
     upright = Image.new("RGB", (40, 40), (220, 40, 40))
     corpus = bad_image_corpus(str(tmp_path / "corpus"), upright)
     rows = [{"image_uri": path, "label": "red"} for path in corpus.values()]
@@ -90,7 +95,8 @@ def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artif
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     output = str(tmp_path / "out")
     code = score_job.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output,
-                           "--set", "predict.max_bad_fraction=0.6"] + sum((["--set", o] for o in CONFIG), []))
+                           "--set", "predict.max_bad_fraction=0.6"]
+                          + sum((["--set", o] for o in CONFIG + LAYOUTS[layout]), []))
     assert code == 0
     frame = predictions(output).set_index("image_id")
     assert len(frame) == len(rows)
