@@ -64,6 +64,10 @@ def product_config(args: argparse.Namespace, workers: int):
                  f"train.epochs={args.epochs}", f"train.head_epochs={args.epochs}", "train.fine_tune_epochs=0",
                  f"train.cnn_patience={args.epochs + 1}", f"train.transfer_patience={args.epochs + 1}",
                  "augment.enabled=false", f"resources.workers={workers}"]
+    if not any(item.startswith("resources.cpus_per_worker=") for item in args.set):
+        # The same thread budget as the plain loop: TensorFlow gets round(cpus_per_worker) threads
+        # per worker, and half a CPU stays free for Ray Data (1 worker: 1.5 → 2 threads; 2: 0.5 → 1).
+        overrides.append(f"resources.cpus_per_worker={max(0.5, (os.cpu_count() or 1) / workers - 0.5)}")
     return load_config(args.config, overrides + args.set)
 
 

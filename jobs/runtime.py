@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import ray
 
+from jobs.config import load_config
 from pipeline import storage
-from pipeline.config import ResourcesConfig
+from pipeline.config import JobConfig, ResourcesConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ def check_paths_usable(**uris: str) -> None:
         if uri and not storage.is_remote(uri) and not uri.startswith("file://") and not os.path.isabs(uri):
             raise ValueError(f"--{flag.replace('_', '-')} {uri!r} is a relative path, which a Ray cluster "
                              "job cannot resolve; use an s3:// URI or an absolute path on shared storage")
+
+
+def resolve_config(config_path: str | None, overrides: list[str], paths: dict[str, str],
+                   flags: dict[str, Any]) -> JobConfig:
+    """What both jobs do before any work: refuse unusable paths, then preset + flags + --set."""
+    check_paths_usable(**paths, config=config_path or "")
+    config = load_config(config_path, overrides, **flags)
+    logger.info("resolved config: %s", config.to_dict())
+    return config
 
 
 def init_ray(resources: ResourcesConfig) -> None:

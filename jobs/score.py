@@ -8,7 +8,6 @@ import argparse
 import logging
 
 from jobs import runtime
-from jobs.config import load_config
 from pipeline.incremental import prepare_incremental, score_incremental
 from pipeline.scoring import prepare_scoring, score
 
@@ -34,12 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime.setup_logging()
 
     def body() -> int:
-        runtime.check_paths_usable(catalog=args.catalog, model=args.model, output=args.output,
-                                   config=args.config or "")
-        config = load_config(args.config, args.set, **{
+        paths = {"catalog": args.catalog, "model": args.model, "output": args.output}
+        config = runtime.resolve_config(args.config, args.set, paths, {
             "predict.batch_size": args.batch_size, "resources.actors": args.actors,
             "resources.gpu": args.gpu, "predict.engine": args.engine})
-        logger.info("resolved config: %s", config.to_dict())
         if config.predict.incremental:
             incremental = prepare_incremental(args.catalog, args.model, args.output, config)
             runtime.init_ray(config.resources)

@@ -8,7 +8,6 @@ import argparse
 import logging
 
 from jobs import runtime
-from jobs.config import load_config
 from pipeline import storage
 from pipeline.train_run import prepare_training, run_training
 
@@ -35,12 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime.setup_logging()
 
     def body() -> int:
-        runtime.check_paths_usable(catalog=args.catalog, output=args.output, config=args.config or "")
-        config = load_config(args.config, args.set, **{
+        config = runtime.resolve_config(args.config, args.set, {"catalog": args.catalog, "output": args.output}, {
             "model.names": args.models.split(",") if args.models else None,
             "resources.workers": args.workers, "resources.gpu": args.gpu, "train.epochs": args.epochs,
             "train.head_epochs": args.epochs, "model.image_size": args.image_size, "model.weights": args.weights})
-        logger.info("resolved config: %s", config.to_dict())
         plan = prepare_training(args.catalog, args.output, config)
         storage.write_json(storage.join(plan.output_uri, "config.json"), config.to_dict())
         runtime.init_ray(config.resources)

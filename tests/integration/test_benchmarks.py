@@ -19,7 +19,7 @@ def test_score_throughput_tiny_writes_every_figure(tmp_path):
     from benchmarks import score_throughput
 
     output = tmp_path / "score.json"
-    assert score_throughput.main(["--tiny", "--output", str(output)]) == 0
+    assert score_throughput.main(["--tiny", "--scale-images", "80", "--output", str(output)]) == 0
     results = json.loads(output.read_text())
     assert {"machine", "images", "settings", "models", "summary"} <= set(results)
     assert results["images"]["count"] == 40
@@ -37,6 +37,10 @@ def test_score_throughput_tiny_writes_every_figure(tmp_path):
         assert positive(model["whole_process"][side]["peak_rss_mb"])
     for key in ("product_over_handwritten", "product_over_model_only", "whole_process_product_over_handwritten"):
         assert positive(model["ratios"][key])
+    scale = model["scale"]
+    assert scale["images"] == 80 and scale["reference_images"] == 40
+    for key in ("images_per_second", "peak_rss_mb", "throughput_over_reference", "peak_rss_over_reference"):
+        assert positive(scale[key])
 
 
 def test_train_overhead_tiny_writes_every_figure(tmp_path):
