@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 # Largest |onnx - keras| probability difference accepted on the probe batch.
 ONNX_TOLERANCE = 1e-4
-# Images per ONNX Runtime call on CPU (see OnnxEngine).
+# Images per ONNX Runtime call on CPU for artifacts whose card does not record the fastest.
 ONNX_CPU_CHUNK = 8
 
 
@@ -58,7 +59,33 @@ def export_onnx(model, directory: str, probe: np.ndarray) -> dict[str, Any]:
         os.remove(path)
         record.update(file=None, reason=f"outputs differ from Keras by {difference:.2e} > {ONNX_TOLERANCE}")
         logger.warning("ONNX export refused: %s", record["reason"])
+    else:
+        record["cpu_chunk"] = fastest_cpu_chunk(path, probe)
     return record
+
+
+def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] = (4, 8, 16, 32)) -> int:
+    """Images per ONNX Runtime call that ran fastest on the probe, single-threaded as in a scoring
+    actor. It depends on the model: MobileNetV2's activations fit in cache at 4, while the custom
+    CNN's large Dense layer is reused best at 32 (benchmarks/score_throughput.py)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    batch = np.concatenate([probe] * max(1, -(-max(candidates) // len(probe))))[:max(candidates)]
+    timings = {}
+    for chunk in candidates:
+        session.run(None, {name: batch[:chunk]})  # warm-up: allocations for this shape
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for start in range(0, len(batch), chunk):
+                session.run(None, {name: batch[start:start + chunk]})
+            best = min(best, time.perf_counter() - started)
+        timings[chunk] = best
+    return min(timings, key=timings.get)
 
 
 def choose_engine(requested: str, card: dict[str, Any]) -> str:
@@ -92,9 +119,9 @@ class KerasEngine:
 
 
 class OnnxEngine:
-    """ONNX Runtime session. On CPU it runs each batch in chunks of `cpu_chunk` images: small
-    batches keep MobileNetV2's activations in cache, and measured 15-30% faster per image than 32
-    or 64 (benchmarks/score_throughput.py sweeps this), while Ray Data's batches stay large enough
+    """ONNX Runtime session. On CPU it runs each batch in chunks of `cpu_chunk` images, the size
+    export measured fastest for this model: for MobileNetV2, 4-8 images ran 15-30% faster per
+    image than 32 or 64, since activations stay in cache. Ray Data's batches stay large enough
     that its per-batch overhead does not matter."""
 
     def __init__(self, artifact_dir: str, threads: int, gpu: bool, cpu_chunk: int = ONNX_CPU_CHUNK):
@@ -122,5 +149,5 @@ class OnnxEngine:
 def load_engine(name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool):
     """Builds the named engine for a local artifact directory."""
     if name == "onnx":
-        return OnnxEngine(artifact_dir, threads, gpu)
+        return OnnxEngine(artifact_dir, threads, gpu, card.get("onnx", {}).get("cpu_chunk") or ONNX_CPU_CHUNK)
     return KerasEngine(artifact_dir, card["input"]["image_size"])
