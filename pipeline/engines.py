@@ -88,8 +88,20 @@ def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] 
     return min(timings, key=timings.get)
 
 
-def choose_engine(requested: str, card: dict[str, Any]) -> str:
+def onnx_cuda_available() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def choose_engine(requested: str, card: dict[str, Any], gpu: bool = False) -> str:
     """Resolves `auto` to the fastest engine the artifact supports.
+
+    On CPU that is ONNX Runtime whenever a verified export exists. With `--gpu` it is ONNX Runtime
+    only where its CUDA provider is installed (the onnxruntime-gpu package, the same on every node
+    of one image); otherwise Keras, which runs on the GPU by itself.
 
     Raises:
         ValueError: `onnx` was asked for but the artifact has no verified export.
@@ -99,7 +111,12 @@ def choose_engine(requested: str, card: dict[str, Any]) -> str:
         raise ValueError("--engine onnx, but the model artifact has no verified model.onnx (or onnxruntime is "
                          "missing); retrain with this version or use --engine keras")
     if requested == "auto":
+        if gpu:
+            return "onnx" if has_onnx and onnx_cuda_available() else "keras"
         return "onnx" if has_onnx else "keras"
+    if requested == "onnx" and gpu and not onnx_cuda_available():
+        logger.warning("--engine onnx with --gpu, but ONNX Runtime has no CUDA provider here (install "
+                       "onnxruntime-gpu): inference runs on the CPU; --engine auto would pick Keras on the GPU")
     return requested
 
 

@@ -142,7 +142,7 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise ValueError(f"manifest columns cannot be carried to Parquet: {error}") from error
     schema = prediction_schema(list(card["class_names"]), passthrough.remove_metadata())
-    engine = choose_engine(config.predict.engine, card)
+    engine = choose_engine(config.predict.engine, card, config.resources.gpu)
     threshold = config.predict.low_confidence_threshold
     if threshold is None:
         threshold = float(card.get("review", {}).get("threshold", 0.5))
@@ -256,6 +256,12 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     return manifest
 
 
+def decode_cpus(resources: ResourcesConfig) -> float:
+    """CPUs per decode task. Asking for exactly the actors' CPUs lets Ray Data fuse decoding into
+    several CPU actors; 1 CPU keeps it in separate tasks that overlap one actor's or a GPU's work."""
+    return resources.cpus_per_actor if not resources.gpu and resources.actors > 1 else 1
+
+
 def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
                   threshold: float, predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
                   max_pixels: int) -> ray.data.Dataset:
@@ -273,11 +279,10 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
     count = min(10_000, max(-(-len(frame) // rows_per_block), min(len(frame), resources.actors), 1))
     bounds = np.linspace(0, len(frame), count + 1).astype(int)
     blocks = [frame.iloc[start:stop].reset_index(drop=True) for start, stop in zip(bounds[:-1], bounds[1:])]
-    fuse = not resources.gpu and resources.actors > 1
     spec = card["input"]
     return (
         ray.data.from_blocks(blocks)
-        .map_batches(images.decode_batch, batch_format="numpy", num_cpus=resources.cpus_per_actor if fuse else 1,
+        .map_batches(images.decode_batch, batch_format="numpy", num_cpus=decode_cpus(resources),
                      fn_kwargs={"image_size": spec["image_size"], "max_pixels": max_pixels,
                                 "resize_method": spec.get("resize_method", "bilinear")})
         .map_batches(Predictor, batch_format="numpy", batch_size=predict.batch_size,

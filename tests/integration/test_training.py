@@ -164,13 +164,12 @@ def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, ca
     rerun = _train_process(catalog, output, "resume", "train.epochs=6", "train.cnn_patience=10")
     log, _ = rerun.communicate(timeout=800)
     assert rerun.returncode == 0, log[-3000:]
-    assert "resumed custom_cnn at phase 0, epoch" in log
-    resumed_at = int(log.split("resumed custom_cnn at phase 0, epoch ")[1].split()[0])
-    assert resumed_at >= 1  # the newest checkpoint may not have been registered before the kill
+    card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
+    # Resumed once, from at least the 2nd registered checkpoint (a newer one may have been written
+    # but not registered before the kill); the log says the same to a person.
+    assert len(card["resumed_at_epochs"]) == 1 and 2 <= card["resumed_at_epochs"][0] < 6
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
     assert [row["epoch"] for row in history] == list(range(1, 7))
-    card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
-    assert card["resumed_at_epochs"] == [resumed_at]
 
 
 def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.config import load_config
+from pipeline.engines import choose_engine, onnx_cuda_available
+from pipeline.scoring import decode_cpus
 from pipeline.training import configure_tensorflow, scaling_config
 
 
@@ -18,6 +20,20 @@ def test_cpu_workers_ask_for_no_gpu():
     scaling = scaling_config(load_config("jobs/configs/local.yaml").resources)
     assert not scaling.use_gpu and "GPU" not in scaling.resources_per_worker
     assert scaling.resources_per_worker["CPU"] == 0.5  # 2 workers must leave CPU for Ray Data
+
+
+def test_gpu_scoring_decodes_in_separate_tasks_and_cpu_actors_fuse_it():
+    cluster = load_config("jobs/configs/cluster.yaml")
+    assert decode_cpus(load_config("jobs/configs/cluster.yaml", [], **{"resources.gpu": True}).resources) == 1
+    assert decode_cpus(cluster.resources) == cluster.resources.cpus_per_actor == 2
+    assert decode_cpus(load_config(None, ["resources.actors=1"]).resources) == 1
+
+
+def test_auto_engine_on_gpu_is_onnx_only_with_its_cuda_provider():
+    card = {"onnx": {"file": "model.onnx"}}
+    assert choose_engine("auto", card, gpu=False) == "onnx"
+    assert choose_engine("auto", card, gpu=True) == ("onnx" if onnx_cuda_available() else "keras")
+    assert choose_engine("auto", {"onnx": {"file": None}}, gpu=True) == "keras"
 
 
 def test_tensorflow_configuration_runs_without_a_gpu():
