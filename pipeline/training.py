@@ -35,6 +35,9 @@ LABEL_INDEX = "label_index"
 STATE_FILE = "state.json"
 CURRENT_WEIGHTS = "current.npz"
 BEST_WEIGHTS = "best.npz"
+# Adam's step count and moments for the phase in progress: without them a resumed phase restarts
+# with zero moments and a fresh bias correction, a different trajectory from an uninterrupted run.
+OPTIMIZER_STATE = "optimizer.npz"
 FINAL_MODEL = "model.keras"
 
 
@@ -311,6 +314,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     state = TrainingState()
     best_weights = _weights_by_path(model)
+    saved_optimizer: list[np.ndarray] | None = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -321,6 +325,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 mobilenet_v2.unfreeze_top_layers(model, settings.train.fine_tune_layers)
             _assign_by_path(model, _load_npz(os.path.join(directory, CURRENT_WEIGHTS)))
             best_weights = _load_npz(os.path.join(directory, BEST_WEIGHTS))
+            if os.path.exists(os.path.join(directory, OPTIMIZER_STATE)):
+                saved = _load_npz(os.path.join(directory, OPTIMIZER_STATE))
+                saved_optimizer = [saved[key] for key in sorted(saved)]
         logger.info("resumed %s at phase %d, epoch %d", settings.model_name, state.phase, state.epochs_done)
 
     train = settings.train
@@ -344,6 +351,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with strategy.scope():
             optimizer = keras.optimizers.Adam(learning_rate)
             optimizer.build(model.trainable_variables)
+            if saved_optimizer is not None and state.phase == phase_index and state.epoch_in_phase > 0:
+                _restore_optimizer(optimizer, saved_optimizer)
+            saved_optimizer = None
         step = _make_train_step(strategy, model, optimizer, settings.class_weights, settings.global_batch_size)
         while state.epoch_in_phase < epochs:
             started = time.perf_counter()
@@ -356,7 +366,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             row = {"phase": phase_name, "epoch": state.epochs_done + 1, "loss": loss_sum / max(steps, 1),
                    "accuracy": correct / max(steps * settings.global_batch_size, 1), "val_loss": val_loss,
                    "val_accuracy": val_accuracy, "steps": steps, "seconds": time.perf_counter() - started,
-                   "rss_mb": _rss_mb()}
+                   "optimizer_steps": int(optimizer.iterations.numpy()), "rss_mb": _rss_mb()}
             state.history.append(row)
             state.epochs_done += 1
             state.epoch_in_phase += 1
@@ -370,7 +380,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if phase_over:
                 _assign_by_path(model, best_weights)  # restore the best weights before the next phase
                 state.phase, state.epoch_in_phase, state.wait = phase_index + 1, 0, 0
-            _report(rank, row, state, model, best_weights)
+            # At a phase's end the next phase starts a fresh optimizer: nothing to carry over.
+            _report(rank, row, state, model, best_weights, optimizer=None if phase_over else optimizer)
             if stop:
                 logger.info("early stopping %s in phase %s at epoch %d (best epoch %d)", settings.model_name,
                             phase_name, state.epochs_done, state.best_epoch)
@@ -382,8 +393,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state, model, best_weights, final=True)
 
 
-def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, best_weights, final: bool = False):
-    """Every rank reports; only rank 0 attaches the checkpoint (all ranks hold the same weights)."""
+def _restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
+    """Assigns saved optimizer variables by position: the same model and phase build them in the
+    same order. A mismatch (another Keras version, say) keeps the fresh state and says so."""
+    variables = list(optimizer.variables)
+    if len(variables) != len(values) or any(tuple(v.shape) != value.shape for v, value in zip(variables, values)):
+        logger.warning("checkpointed optimizer state does not match this optimizer (%d vs %d variables); "
+                       "the phase continues with fresh Adam moments", len(values), len(variables))
+        return
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, best_weights, final: bool = False,
+            optimizer=None):
+    """Every rank reports; only rank 0 attaches the checkpoint (all ranks hold the same weights and
+    optimizer state)."""
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -392,6 +417,9 @@ def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, bes
             json.dump(dataclasses.asdict(state), handle)
         _save_npz(os.path.join(directory, CURRENT_WEIGHTS), _weights_by_path(model))
         _save_npz(os.path.join(directory, BEST_WEIGHTS), best_weights)
+        if optimizer is not None:
+            _save_npz(os.path.join(directory, OPTIMIZER_STATE),
+                      {f"{index:05d}": np.asarray(variable.numpy()) for index, variable in enumerate(optimizer.variables)})
         if final:
             model.save(os.path.join(directory, FINAL_MODEL))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))

@@ -101,6 +101,8 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
           "train.run_name=finetune", models=("mobilenet_v2",), weights=weights)
     history = json.load(open(os.path.join(output, "mobilenet_v2", "history.json")))
     assert [row["phase"] for row in history] == ["head", "fine_tune", "fine_tune"]
+    steps = history[0]["steps"]  # fine-tuning starts a fresh optimizer
+    assert [row["optimizer_steps"] for row in history] == [steps, steps, 2 * steps]
     card = json.load(open(os.path.join(output, "mobilenet_v2", "model_card.json")))
     assert card["weights_source"].startswith("file ") and card["schedule"].startswith("head, then fine-tune")
     checkpoints = sorted(glob.glob(os.path.join(output, "_ray_train", "finetune-mobilenet_v2", "checkpoint_*")))
@@ -170,6 +172,9 @@ def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, ca
     assert len(card["resumed_at_epochs"]) == 1 and 2 <= card["resumed_at_epochs"][0] < 6
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
     assert [row["epoch"] for row in history] == list(range(1, 7))
+    # Adam's state came back with the weights: its step count runs on across the restart.
+    steps = history[0]["steps"]
+    assert [row["optimizer_steps"] for row in history] == [steps * epoch for epoch in range(1, 7)]
 
 
 def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
@@ -198,6 +203,8 @@ def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
     assert card["test"]["accuracy"] >= 0.8
     history = json.load(open(os.path.join(output, "custom_cnn", "history.json")))
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+    steps = history[0]["steps"]
+    assert [row["optimizer_steps"] for row in history] == [steps * epoch for epoch in range(1, epochs + 1)]
 
 
 def _session_of(process):
