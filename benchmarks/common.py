@@ -9,14 +9,18 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import os
 import platform
 import shutil
+import sys
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import psutil
@@ -385,3 +389,29 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as handle:
         json.dump(payload, handle, indent=2, default=str)
+
+
+def log(benchmark: str, message: str) -> None:
+    print(f"[{benchmark} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def work_directory(benchmark: str, keep: str | None) -> Iterator[str]:
+    """A benchmark's scratch space: `keep` (reused across runs) or a temporary directory removed
+    afterwards. TensorFlow's C++ logging is quietened for the run."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.WARNING)
+    work = keep or tempfile.mkdtemp(prefix=f"{benchmark}-")
+    try:
+        yield work
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def finish(results: dict[str, Any], started: float, output: str) -> None:
+    """Stamps the run's wall time and end-of-run load, writes the JSON, prints the summary line."""
+    results["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(output, results)
+    print(results["summary"])

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import (REPO, TreeMonitor, build_artifact, image_paths, machine, make_photo_catalog, settle,
-                               wait_for_quiet, write_json)
+                               wait_for_quiet)
 
 CLASS_NAMES = ["bag", "boot", "sandal", "sneaker", "trouser"]
 DEFAULT_CONFIG = os.path.join(REPO, "jobs", "configs", "local.yaml")
@@ -297,7 +295,7 @@ def summary_line(results: dict[str, Any]) -> str:
 
 
 def log(message: str) -> None:
-    print(f"[score_throughput {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    common.log("score_throughput", message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,10 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.images, args.image_size, args.models = TINY["images"], TINY["image_size"], TINY["models"]
         args.model_only_images = TINY["model_only_images"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.WARNING)
-    work = args.work_dir or tempfile.mkdtemp(prefix="score-throughput-")
-    try:
+    with common.work_directory("score-throughput", args.work_dir) as work:
         started = time.perf_counter()
         image_dir = os.path.join(work, f"photos-{args.images}")
         log(f"generating {args.images} JPEGs in {image_dir}")
@@ -317,20 +312,15 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "score_throughput", "machine": machine(), "images": images,
             "settings": {"models": args.models.split(","), "image_size": args.image_size, "engine": args.engine,
                          "config": args.config, "overrides": args.set, "batch_size_model_only": 32,
-                         "batch_size_handwritten": 32, "tiny": args.tiny,
+                         "onnx_call_sizes_model_only": [4, 8, 16, 32], "batch_size_handwritten": 32,
+                         "batch_size_handwritten_fast": 8, "tiny": args.tiny,
                          "repeat": args.repeat, "quiet_wait": args.quiet_wait, "scale_images": args.scale_images},
             "models": {},
         }
         for name in args.models.split(","):
             results["models"][name] = benchmark_model(name, args, work, image_dir)
-        results["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
-        results["seconds"] = round(time.perf_counter() - started, 1)
         results["summary"] = summary_line(results)
-        write_json(args.output, results)
-        print(results["summary"])
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
+        common.finish(results, started, args.output)
     return 0
 
 

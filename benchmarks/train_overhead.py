@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
-import sys
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import REPO, TreeMonitor, machine, make_labelled_catalog, settle, write_json
+from benchmarks import common
+from benchmarks.common import REPO, TreeMonitor, machine, make_labelled_catalog, settle
 
 DEFAULT_CONFIG = os.path.join(REPO, "jobs", "configs", "local.yaml")
 TINY = {"per_class": 24, "image_size": 32, "epochs": 3, "workers": "1,2"}
@@ -147,7 +145,7 @@ def product_fit(catalog: str, output: str, args: argparse.Namespace, workers: in
 
 
 def log(message: str) -> None:
-    print(f"[train_overhead {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    common.log("train_overhead", message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.per_class, args.image_size, args.epochs = TINY["per_class"], TINY["image_size"], TINY["epochs"]
         args.workers = TINY["workers"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.WARNING)
-    work = args.work_dir or tempfile.mkdtemp(prefix="train-overhead-")
-    try:
+    with common.work_directory("train-overhead", args.work_dir) as work:
         started = time.perf_counter()
         catalog = os.path.join(work, f"catalog-{args.per_class}")
         log(f"generating a {args.per_class}-per-class catalog in {catalog}")
@@ -185,19 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             ratios["speedup_2w_over_1w"] = round(results["product"]["1"]["median_epoch_seconds"]
                                                  / results["product"]["2"]["median_epoch_seconds"], 3)
         results["ratios"] = ratios
-        results["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
-        results["seconds"] = round(time.perf_counter() - started, 1)
         product_text = ", ".join(f"{w} worker(s) {r['median_epoch_seconds']:.2f} s "
                                  f"({r['train_images_per_second']:.0f} img/s)" for w, r in results["product"].items())
         results["summary"] = (f"{args.model}@{args.image_size}px, {plain and results['plain']['train_images']} train "
                               f"images: plain model.fit {plain:.2f} s/epoch "
                               f"({results['plain']['train_images_per_second']:.0f} img/s) | Ray Train {product_text} | "
                               + ", ".join(f"{key} {value}" for key, value in ratios.items()))
-        write_json(args.output, results)
-        print(results["summary"])
-    finally:
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
+        common.finish(results, started, args.output)
     return 0
 
 
