@@ -14,13 +14,17 @@ from pipeline.scoring import prepare_scoring, score
 logger = logging.getLogger(__name__)
 
 
+def _actors(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n")[0])
     parser.add_argument("--catalog", required=True, help="folder tree, flat folder or CSV/Parquet manifest")
     parser.add_argument("--model", required=True, help="a model artifact directory written by jobs.train")
     parser.add_argument("--output", required=True, help="where predictions go (path or s3://)")
     parser.add_argument("--batch-size", type=int, help="images per model call")
-    parser.add_argument("--actors", type=int, help="Predictor actors")
+    parser.add_argument("--actors", type=_actors, help='Predictor actors, or "auto" (one per core; one per GPU with --gpu)')
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per actor")
     parser.add_argument("--engine", choices=["auto", "onnx", "keras"], help="inference engine")
     parser.add_argument("--config", help="YAML preset, e.g. jobs/configs/local.yaml")

@@ -110,14 +110,18 @@ class ResourcesConfig:
     workers: int = 2
     gpu: bool = False
     cpus_per_worker: float = 1.0
-    actors: int = 1
+    # Scoring actors, or "auto": one per GPU with `gpu`, else one per `predict.threads_per_actor`
+    # CPUs of the Ray cluster as it is when scoring starts (2 on 2 cores, 8 on 8 with 1 thread).
+    actors: int | str = 1
     cpus_per_actor: float = 1.0
     # Logical CPUs for an embedded local Ray; None = the machine's count. Ignored on a cluster.
     num_cpus: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.workers > 0, "resources.workers", self.workers, "a positive integer")
-        _check(self.actors > 0, "resources.actors", self.actors, "a positive integer")
+        _check(self.actors == "auto" or (isinstance(self.actors, int) and not isinstance(self.actors, bool)
+                                         and self.actors > 0), "resources.actors", self.actors,
+               'a positive integer or "auto"')
         _check(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "> 0")
         _check(self.cpus_per_actor > 0, "resources.cpus_per_actor", self.cpus_per_actor, "> 0")
         _check(self.num_cpus is None or self.num_cpus > 0, "resources.num_cpus", self.num_cpus, "> 0 or null")

@@ -256,10 +256,20 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def decode_cpus(resources: ResourcesConfig) -> float:
-    """CPUs per decode task. Asking for exactly the actors' CPUs lets Ray Data fuse decoding into
-    several CPU actors; 1 CPU keeps it in separate tasks that overlap one actor's or a GPU's work."""
-    return resources.cpus_per_actor if not resources.gpu and resources.actors > 1 else 1
+def actor_count(resources: ResourcesConfig, threads_per_actor: int, cluster: dict[str, float]) -> int:
+    """`resources.actors`, with "auto" resolved against the cluster's resources (`ray.cluster_resources()`)."""
+    if resources.actors != "auto":
+        return int(resources.actors)
+    if resources.gpu:
+        return max(1, int(cluster.get("GPU", 0)))
+    return max(1, int(cluster.get("CPU", 1) // max(1, threads_per_actor)))
+
+
+def decode_in_actors(resources: ResourcesConfig, actors: int) -> bool:
+    """Several CPU actors decode their own images (decode tasks then ask for exactly the actors'
+    CPUs, so Ray Data fuses them in); one actor or GPU actors get separate decode tasks that
+    overlap their work."""
+    return not resources.gpu and actors > 1
 
 
 def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
@@ -276,17 +286,21 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
       for the cores and no decoded pixels crossing the object store. One actor (or a GPU actor)
       keeps decoding in separate tasks, which overlap it with inference instead of serialising it.
     """
-    count = min(10_000, max(-(-len(frame) // rows_per_block), min(len(frame), resources.actors), 1))
+    actors = actor_count(resources, predict.threads_per_actor, ray.cluster_resources())
+    fused = decode_in_actors(resources, actors)
+    logger.info("scoring with %d %s actor(s), decoding %s", actors, "GPU" if resources.gpu else "CPU",
+                "in them" if fused else "in separate tasks")
+    count = min(10_000, max(-(-len(frame) // rows_per_block), min(len(frame), actors), 1))
     bounds = np.linspace(0, len(frame), count + 1).astype(int)
     blocks = [frame.iloc[start:stop].reset_index(drop=True) for start, stop in zip(bounds[:-1], bounds[1:])]
     spec = card["input"]
     return (
         ray.data.from_blocks(blocks)
-        .map_batches(images.decode_batch, batch_format="numpy", num_cpus=decode_cpus(resources),
+        .map_batches(images.decode_batch, batch_format="numpy", num_cpus=resources.cpus_per_actor if fused else 1,
                      fn_kwargs={"image_size": spec["image_size"], "max_pixels": max_pixels,
                                 "resize_method": spec.get("resize_method", "bilinear")})
         .map_batches(Predictor, batch_format="numpy", batch_size=predict.batch_size,
-                     compute=ray.data.ActorPoolStrategy(size=resources.actors),
+                     compute=ray.data.ActorPoolStrategy(size=actors),
                      num_cpus=resources.cpus_per_actor, num_gpus=1 if resources.gpu else 0,
                      fn_constructor_kwargs={"artifact_uri": artifact_uri, "card": card, "run_id": run_id,
                                             "top_k": predict.top_k,

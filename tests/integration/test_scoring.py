@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 
 import duckdb
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
 # The two pipeline shapes build_dataset chooses between: one actor fed by decode tasks, and
 # several CPU actors with decoding fused into them (jobs/configs/local.yaml).
-LAYOUTS = {"decode_tasks": [], "decode_in_actors": ["resources.actors=2", "predict.threads_per_actor=1"]}
+LAYOUTS = {"decode_tasks": [], "decode_in_actors": ["resources.actors=2", "predict.threads_per_actor=1"],
+           "auto_actors": ["resources.actors=auto", "predict.threads_per_actor=1"]}
 
 
 def run(catalog, artifact, output, *overrides):
@@ -36,9 +38,14 @@ def predictions(output):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path, layout):
+def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path, layout,
+                                                        caplog):
     output = str(tmp_path / "out")
-    manifest = run(color_catalog, color_artifact, output, *LAYOUTS[layout])
+    with caplog.at_level(logging.INFO, logger="pipeline.scoring"):
+        manifest = run(color_catalog, color_artifact, output, *LAYOUTS[layout])
+    shape = ("scoring with 1 CPU actor(s), decoding in separate tasks" if layout == "decode_tasks"
+             else "scoring with 2 CPU actor(s), decoding in them")  # auto: 2 CPUs, 1 thread per actor
+    assert shape in caplog.text
     assert manifest["status"] == "completed"
     assert manifest["counts"]["in"] == manifest["counts"]["out"] == 18
     files = glob.glob(f"{output}/predictions/*.parquet")

@@ -5,7 +5,7 @@ import pytest
 
 from jobs.config import load_config
 from pipeline.engines import choose_engine, onnx_cuda_available
-from pipeline.scoring import decode_cpus
+from pipeline.scoring import actor_count, decode_in_actors
 from pipeline.training import configure_tensorflow, scaling_config
 
 
@@ -23,10 +23,21 @@ def test_cpu_workers_ask_for_no_gpu():
 
 
 def test_gpu_scoring_decodes_in_separate_tasks_and_cpu_actors_fuse_it():
-    cluster = load_config("jobs/configs/cluster.yaml")
-    assert decode_cpus(load_config("jobs/configs/cluster.yaml", [], **{"resources.gpu": True}).resources) == 1
-    assert decode_cpus(cluster.resources) == cluster.resources.cpus_per_actor == 2
-    assert decode_cpus(load_config(None, ["resources.actors=1"]).resources) == 1
+    assert not decode_in_actors(load_config("jobs/configs/cluster.yaml", [], **{"resources.gpu": True}).resources, 2)
+    assert decode_in_actors(load_config("jobs/configs/cluster.yaml").resources, 2)
+    assert not decode_in_actors(load_config(None, ["resources.actors=1"]).resources, 1)
+
+
+def test_auto_actors_are_one_per_gpu_or_one_per_inference_thread_budget():
+    auto = load_config("jobs/configs/local.yaml").resources
+    assert auto.actors == "auto"
+    assert actor_count(auto, 1, {"CPU": 2.0}) == 2
+    assert actor_count(auto, 1, {"CPU": 8.0}) == 8
+    assert actor_count(auto, 2, {"CPU": 8.0}) == 4
+    assert actor_count(auto, 4, {"CPU": 2.0}) == 1
+    gpu = load_config("jobs/configs/local.yaml", [], **{"resources.gpu": True}).resources
+    assert actor_count(gpu, 1, {"CPU": 16.0, "GPU": 4.0}) == 4
+    assert actor_count(load_config(None, ["resources.actors=3"]).resources, 1, {"CPU": 8.0}) == 3
 
 
 def test_auto_engine_on_gpu_is_onnx_only_with_its_cuda_provider():

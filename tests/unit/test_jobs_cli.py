@@ -64,6 +64,11 @@ def test_score_bad_input_exits_2(tmp_path, catalog, color_artifact, capsys):
     blocker.write_text("x")
     assert score.main(["--catalog", catalog, "--model", color_artifact, "--output", str(blocker / "sub")]) == 2
     assert "cannot be written" in capsys.readouterr().err
+    assert score.main(["--catalog", catalog, "--model", color_artifact, "--output", out, "--actors", "0"]) == 2
+    assert 'resources.actors=0 is invalid; allowed: a positive integer or "auto"' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        score.main(["--catalog", catalog, "--model", color_artifact, "--output", out, "--actors", "lots"])
+    assert exit_info.value.code == 2 and "--actors" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 
