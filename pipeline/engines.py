@@ -89,10 +89,10 @@ def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] 
 
 
 def onnx_cuda_available() -> bool:
-    try:
-        import onnxruntime
-    except ImportError:
+    if not onnxruntime_available():
         return False
+    import onnxruntime
+
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
@@ -148,7 +148,7 @@ class OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-        if gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        if gpu and onnx_cuda_available():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = onnxruntime.InferenceSession(os.path.join(artifact_dir, ONNX_FILE), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
