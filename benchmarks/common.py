@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: test images, untrained model artifacts, process-tree monitoring.
 
 Benchmarks generate everything they need (images, artifacts) so they run on a fresh checkout
-without network or `../shared`; what they measure is throughput, not accuracy, so the models
+without network or files outside the repository; what they measure is throughput, not accuracy, so the models
 are randomly initialised.
 """
 from __future__ import annotations

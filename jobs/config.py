@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from typing import Any
 
 import yaml
@@ -19,12 +20,36 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, yaml.safe_load(raw) if raw != "" else ""
 
 
+def preset_names() -> list[str]:
+    """The presets shipped in the package (`jobs/configs/<name>.yaml`)."""
+    folder = importlib.resources.files("jobs").joinpath("configs")
+    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
+
+
+def read_preset(path: str) -> bytes:
+    """The YAML of `--config`: a packaged preset by name (`cluster`, `local`), which works from any
+    directory and from an installed wheel, else a file path or URI (relative paths from the working
+    directory, which `ray job submit --working-dir` and the image both provide).
+
+    Raises:
+        ValueError: Neither a preset name nor an existing file.
+    """
+    if path in preset_names():
+        return importlib.resources.files("jobs").joinpath("configs", f"{path}.yaml").read_bytes()
+    try:
+        return storage.read_bytes(path)
+    except FileNotFoundError as error:
+        raise ValueError(f"--config {path!r} is neither a packaged preset ({', '.join(preset_names())}) nor an "
+                         "existing file") from error
+
+
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                 **flags: Any) -> JobConfig:
     """Resolves the job config.
 
     Args:
-        path: Optional YAML preset (local or s3://) with the same sections as `JobConfig`.
+        path: Optional YAML preset with the same sections as `JobConfig`: a packaged preset's name,
+            a path or an s3:// URI.
         overrides: `section.key=value` strings, applied after the preset.
         **flags: Public CLI flags already mapped to `section.key` (None means "not given").
 
@@ -34,9 +59,7 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     values: dict[str, dict[str, Any]] = {}
     if path:
         try:
-            loaded = yaml.safe_load(storage.read_bytes(path)) or {}
-        except FileNotFoundError as error:
-            raise ValueError(f"--config {path!r} does not exist") from error
+            loaded = yaml.safe_load(read_preset(path)) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"--config {path!r} is not valid YAML: {error}") from error
         if not isinstance(loaded, dict):

@@ -85,6 +85,9 @@ class TrainConfig:
     imbalance: str = "class_weight"
     max_failures: int = 1
     run_name: str | None = None
+    # Checkpoints kept per model (the latest ones): enough to resume from. Keeping every epoch's
+    # filled the output with weights nobody reads (about 200 MB an epoch for custom_cnn at 224 px).
+    keep_checkpoints: int = 2
     # Accuracy the rows *not* sent to review should reach; sets the card's review threshold.
     review_target_accuracy: float = 0.99
 
@@ -99,6 +102,7 @@ class TrainConfig:
         _check(self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance,
                ", ".join(IMBALANCE_STRATEGIES))
         _check(self.max_failures >= 0, "train.max_failures", self.max_failures, ">= 0")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "a positive integer")
         _check(0 < self.review_target_accuracy <= 1, "train.review_target_accuracy", self.review_target_accuracy,
                "0 < x <= 1")
 
@@ -116,6 +120,9 @@ class ResourcesConfig:
     cpus_per_actor: float = 1.0
     # Logical CPUs for an embedded local Ray; None = the machine's count. Ignored on a cluster.
     num_cpus: int | None = None
+    # A run with no progress (a training step, a batch of predictions) for this long fails with
+    # exit 1 instead of hanging; 0 turns the watchdog off.
+    stall_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         _check(self.workers > 0, "resources.workers", self.workers, "a positive integer")
@@ -125,6 +132,7 @@ class ResourcesConfig:
         _check(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "> 0")
         _check(self.cpus_per_actor > 0, "resources.cpus_per_actor", self.cpus_per_actor, "> 0")
         _check(self.num_cpus is None or self.num_cpus > 0, "resources.num_cpus", self.num_cpus, "> 0 or null")
+        _check(self.stall_timeout_s >= 0, "resources.stall_timeout_s", self.stall_timeout_s, ">= 0 (0 = off)")
 
 
 @dataclass(frozen=True)

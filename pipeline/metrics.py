@@ -23,7 +23,8 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def summarize(true_indices: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """Computes the evaluation summary of DESIGN.md §6 for rows whose label the model knows.
+    """Computes the evaluation summary (accuracy, log loss, macro and weighted P/R/F1, per-class
+    rows, confusion matrix, expected calibration error) for rows whose label the model knows.
 
     Args:
         true_indices: (n,) int class indices into `class_names`.

@@ -7,6 +7,7 @@ ends up exactly once, and at most the rows in flight at the crash are scored twi
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -28,6 +29,8 @@ from pipeline.catalog import passthrough_columns, read_catalog_frame
 from pipeline.calibration import apply_temperature
 from pipeline.config import JobConfig, PredictConfig, ResourcesConfig
 from pipeline.engines import choose_engine, load_engine
+from pipeline.resources import ClusterShape, decode_in_actors, fit_scoring
+from pipeline.watchdog import Watchdog
 from pipeline.schema import ERROR, IMAGE, IMAGE_ID, IMAGE_URI, LABEL, PREDICTION_COLUMNS, prediction_schema
 
 logger = logging.getLogger(__name__)
@@ -211,7 +214,8 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     """
     from pipeline.evaluation import evaluate_output
 
-    config, resources, predict = plan.config, plan.config.resources, plan.config.predict
+    config, predict = plan.config, plan.config.predict
+    resources = fit_scoring(config.resources, predict.threads_per_actor, ClusterShape.current())
     run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
     manifest: dict[str, Any] = {
@@ -219,7 +223,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
         "model": {"uri": plan.artifact_uri, "name": plan.card["name"], "version": plan.card["version"]},
         "catalog": plan.catalog_uri, "output": plan.output_uri, "engine": plan.engine,
         "low_confidence_threshold": plan.threshold,
-        "config": {"predict": config.to_dict()["predict"], "resources": config.to_dict()["resources"]},
+        "config": {"predict": config.to_dict()["predict"], "resources": dataclasses.asdict(resources)},
     }
     done = _already_scored(plan)
     storage.write_json(storage.join(plan.output_uri, RUN_FILE), manifest)
@@ -229,8 +233,10 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     if len(pending):
         dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, plan.threshold, predict,
                                 resources, config.data.rows_per_block, config.data.max_image_pixels)
-        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.add(table)
+        with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
+            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                writer.add(table)
+                watchdog.beat()
     writer.flush()
     seconds = time.perf_counter() - started
     evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold)
@@ -256,22 +262,6 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def actor_count(resources: ResourcesConfig, threads_per_actor: int, cluster: dict[str, float]) -> int:
-    """`resources.actors`, with "auto" resolved against the cluster's resources (`ray.cluster_resources()`)."""
-    if resources.actors != "auto":
-        return int(resources.actors)
-    if resources.gpu:
-        return max(1, int(cluster.get("GPU", 0)))
-    return max(1, int(cluster.get("CPU", 1) // max(1, threads_per_actor)))
-
-
-def decode_in_actors(resources: ResourcesConfig, actors: int) -> bool:
-    """Several CPU actors decode their own images (decode tasks then ask for exactly the actors'
-    CPUs, so Ray Data fuses them in); one actor or GPU actors get separate decode tasks that
-    overlap their work."""
-    return not resources.gpu and actors > 1
-
-
 def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
                   threshold: float, predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
                   max_pixels: int) -> ray.data.Dataset:
@@ -286,7 +276,7 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
       for the cores and no decoded pixels crossing the object store. One actor (or a GPU actor)
       keeps decoding in separate tasks, which overlap it with inference instead of serialising it.
     """
-    actors = actor_count(resources, predict.threads_per_actor, ray.cluster_resources())
+    actors = int(resources.actors)  # fitted to the cluster by `score` (pipeline/resources.py)
     fused = decode_in_actors(resources, actors)
     logger.info("scoring with %d %s actor(s), decoding %s", actors, "GPU" if resources.gpu else "CPU",
                 "in them" if fused else "in separate tasks")

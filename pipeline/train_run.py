@@ -25,6 +25,7 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
 from pipeline.metrics import summarize
+from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.training import LABEL_INDEX, WorkerConfig, build_datasets, class_weight_vector, fit
@@ -96,7 +97,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     Returns:
         {model name: test metrics} for the models trained.
     """
-    config = plan.config
+    config = dataclasses.replace(plan.config, resources=fit_training(plan.config.resources, ClusterShape.current()))
+    plan = dataclasses.replace(plan, config=config)
     counts = split_counts(plan.frame)
     logger.info("classes: %s", list(plan.label_index.class_names))
     logger.info("split sizes: %s (hash %s)", {k: sum(v.values()) for k, v in counts.items()}, split_hash(plan.frame))

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.train
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 from ray.data import RandomSeedConfig
 from sklearn.utils.class_weight import compute_class_weight
@@ -28,6 +29,7 @@ from pipeline.catalog import LabelIndex
 from pipeline.config import AugmentConfig, DataConfig, ResourcesConfig, TrainConfig
 from pipeline.schema import ERROR, IMAGE, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT
+from pipeline.watchdog import HeartbeatSender, Watchdog, start_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict
     """Random rotation, shift, shear, zoom and flip of a uint8 image batch (training data only).
 
     Runs as a Ray Data task on the training dataset, outside the saved model: Keras random layers
-    inside a model make its ONNX export unloadable (DESIGN.md §7).
+    inside a model make its ONNX export unloadable ("INVALID_GRAPH ...
+    StatelessRandomUniformV2"), while the same model without them matches Keras to 4e-8.
     """
     import keras
 
@@ -152,6 +155,8 @@ class WorkerConfig:
     workers: int
     cpus_per_worker: float
     gpu: bool
+    # Name of the driver's `Heartbeat` actor that steps beat (pipeline/watchdog.py); None: no beats.
+    heartbeat: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,7 +241,7 @@ def _make_train_step(strategy, model, optimizer, class_weights, global_batch_siz
     return distributed_step
 
 
-def _evaluate(model, iterator, batch_size: int) -> tuple[float, float]:
+def _evaluate(model, iterator, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
     """Unweighted loss and accuracy over a whole (unsplit) dataset on this worker."""
     import keras
     import tensorflow as tf
@@ -253,6 +258,7 @@ def _evaluate(model, iterator, batch_size: int) -> tuple[float, float]:
         correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32),
                                                          tf.cast(labels, tf.int32)), tf.float32)))
         count += int(labels.shape[0])
+        beat()
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
@@ -296,6 +302,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     `ray.train.get_checkpoint()` after a restart."""
     settings = WorkerConfig.from_dict(config)
     configure_tensorflow(settings.cpus_per_worker, settings.gpu)
+    beat = HeartbeatSender(settings.heartbeat)
     import keras
     import tensorflow as tf
 
@@ -361,7 +368,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             for batch in train_shard.iter_tf_batches(batch_size=train.batch_size_per_worker, drop_last=True):
                 loss, hits = step(batch[IMAGE], tf.cast(batch[LABEL_INDEX], tf.int32))
                 loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
-            val_loss, val_accuracy = _evaluate(model, val_data, train.batch_size_per_worker * 2)
+                beat()
+            val_loss, val_accuracy = _evaluate(model, val_data, train.batch_size_per_worker * 2, beat)
             val_loss = _agree(strategy, val_loss)
             row = {"phase": phase_name, "epoch": state.epochs_done + 1, "loss": loss_sum / max(steps, 1),
                    "accuracy": correct / max(steps * settings.global_batch_size, 1), "val_loss": val_loss,
@@ -439,17 +447,26 @@ def fit(model_name: str, datasets: dict[str, ray.data.Dataset], worker_config: W
         resources: ResourcesConfig, storage_path: str, run_name: str) -> ray.train.Result:
     """Runs one model's data-parallel training; returns Ray's result (final checkpoint included).
 
-    A rerun with the same `run_name` and `storage_path` resumes from the latest checkpoint.
+    A rerun with the same `run_name` and `storage_path` resumes from the latest checkpoint. Workers
+    beat a `Heartbeat` actor every few steps; no beat for `resources.stall_timeout_s` ends the run
+    with `StalledError`.
     """
     scaling = scaling_config(resources)
+    heartbeat, probe, stop_heartbeat = start_heartbeat()
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config=worker_config.to_dict(),
+        train_loop_config=dataclasses.replace(worker_config, heartbeat=heartbeat).to_dict(),
         scaling_config=scaling,
         datasets={"train": datasets["train"], "val": datasets["val"]},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=run_name, storage_path=storage_path,
+                             checkpoint_config=CheckpointConfig(num_to_keep=worker_config.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=worker_config.train.max_failures)),
     )
-    logger.info("fitting %s with %d worker(s)%s", model_name, resources.workers, " on GPU" if resources.gpu else "")
-    return trainer.fit()
+    logger.info("fitting %s with %d worker(s) × %g CPU%s", model_name, resources.workers,
+                resources.cpus_per_worker, " + 1 GPU" if resources.gpu else "")
+    try:
+        with Watchdog(f"training {model_name}", resources.stall_timeout_s, probe):
+            return trainer.fit()
+    finally:
+        stop_heartbeat()

@@ -38,7 +38,7 @@ def free_port() -> int:
 
 def cluster_env() -> dict[str, str]:
     """The environment for `ray start` and `ray job submit`: this venv first on PATH (so the job's
-    `python` is this interpreter), token auth off explicitly (DESIGN.md §7: once ~/.ray/auth_token
+    `python` is this interpreter), token auth off explicitly (once ~/.ray/auth_token
     exists, an unset RAY_AUTH_MODE turns it on and the CLI is refused), and no RAY_ADDRESS leaking
     in from the test process."""
     env = dict(os.environ)

@@ -1,7 +1,7 @@
 """The scoring job against S3: moto's server on loopback as the object store, a real local Ray.
 
 Catalog, model artifact and output all live in the bucket; the Ray workers read images and the
-model from it with the same AWS_* variables the driver uses (DESIGN.md §7).
+model from it with the same AWS_* variables the driver uses.
 """
 from __future__ import annotations
 

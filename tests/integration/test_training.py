@@ -98,7 +98,7 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
     base.save_weights(weights)
     output = str(tmp_path / "models")
     train(catalog, output, "train.head_epochs=1", "train.fine_tune_epochs=2", "train.transfer_patience=5",
-          "train.run_name=finetune", models=("mobilenet_v2",), weights=weights)
+          "train.run_name=finetune", "train.keep_checkpoints=10", models=("mobilenet_v2",), weights=weights)
     history = json.load(open(os.path.join(output, "mobilenet_v2", "history.json")))
     assert [row["phase"] for row in history] == ["head", "fine_tune", "fine_tune"]
     steps = history[0]["steps"]  # fine-tuning starts a fresh optimizer

@@ -5,7 +5,7 @@ import pytest
 
 from jobs.config import load_config
 from pipeline.engines import choose_engine, onnx_cuda_available
-from pipeline.scoring import actor_count, decode_in_actors
+from pipeline.resources import ClusterShape, actor_count, decode_in_actors
 from pipeline.training import configure_tensorflow, scaling_config
 
 
@@ -28,16 +28,20 @@ def test_gpu_scoring_decodes_in_separate_tasks_and_cpu_actors_fuse_it():
     assert not decode_in_actors(load_config(None, ["resources.actors=1"]).resources, 1)
 
 
+def shape(cpus: float, gpus: float = 0.0) -> ClusterShape:
+    return ClusterShape(cpus=cpus, gpus=gpus, largest_node_cpus=cpus, can_grow=False)
+
+
 def test_auto_actors_are_one_per_gpu_or_one_per_inference_thread_budget():
     auto = load_config("jobs/configs/local.yaml").resources
     assert auto.actors == "auto"
-    assert actor_count(auto, 1, {"CPU": 2.0}) == 2
-    assert actor_count(auto, 1, {"CPU": 8.0}) == 8
-    assert actor_count(auto, 2, {"CPU": 8.0}) == 4
-    assert actor_count(auto, 4, {"CPU": 2.0}) == 1
+    assert actor_count(auto, 1, shape(2.0)) == 2
+    assert actor_count(auto, 1, shape(8.0)) == 8
+    assert actor_count(auto, 2, shape(8.0)) == 4
+    assert actor_count(auto, 4, shape(2.0)) == 1
     gpu = load_config("jobs/configs/local.yaml", [], **{"resources.gpu": True}).resources
-    assert actor_count(gpu, 1, {"CPU": 16.0, "GPU": 4.0}) == 4
-    assert actor_count(load_config(None, ["resources.actors=3"]).resources, 1, {"CPU": 8.0}) == 3
+    assert actor_count(gpu, 1, shape(16.0, 4.0)) == 4
+    assert actor_count(load_config(None, ["resources.actors=3"]).resources, 1, shape(8.0)) == 3
 
 
 def test_auto_engine_on_gpu_is_onnx_only_with_its_cuda_provider():

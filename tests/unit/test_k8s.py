@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from jobs.config import load_config, read_preset
 import kubernetes_validate
 import pytest
 import yaml
@@ -43,11 +44,12 @@ EXPECTED_MANIFESTS = {
     "raycluster.yaml",
     "rayjob-train.yaml",
     "rayjob-score.yaml",
+    "rayjob-score-gpu.yaml",
     "raycronjob-score.yaml",
     "cronjob-score.yaml",
 }
 DEPLOY_LABEL = "catalog-classifier/deploy"
-DEPLOY_ROLES = {"service", "raycronjob", "train", "score"}
+DEPLOY_ROLES = {"service", "raycronjob", "train", "score", "score-gpu"}
 JOB_MODULES = {"jobs.train", "jobs.score"}
 CREDENTIAL_NAMES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN"}
 # Comments count too: a `kubectl create secret` example with a real key in it leaks as surely as a value.
@@ -588,7 +590,7 @@ def parse_job_arguments(argv: list[str]) -> tuple[str, argparse.Namespace]:
 def test_entrypoint_parses_and_names_an_existing_config(argv: list[str]) -> None:
     _, arguments = parse_job_arguments(argv)
     assert arguments.config, "cluster runs must name their preset with --config"
-    assert (REPO_ROOT / arguments.config).is_file(), f"--config {arguments.config} does not exist in the repository"
+    read_preset(arguments.config)  # a packaged preset by name, or a file in the image's app directory
     for name in ("catalog", "output") + (("model",) if hasattr(arguments, "model") else ()):
         assert str(getattr(arguments, name)).startswith("s3://"), f"--{name} must be on S3 for a cluster run"
 
@@ -620,6 +622,8 @@ def test_training_cluster_has_a_gpu_per_train_worker() -> None:
             if argv[2:3] == ["jobs.train"] and "--gpu" in argv:
                 workers = int(flag_value(argv, "--workers") or 1)
                 assert capacity >= workers, f"{doc_id}: {workers} GPU train workers but {capacity} GPUs"
+            elif "--gpu" in argv:
+                assert capacity >= 1, f"{doc_id}: GPU scoring on a cluster without GPUs"
             else:
                 assert capacity == 0, f"{doc_id} {where}: GPUs that the job never uses"
 
@@ -648,6 +652,30 @@ def test_ray_jobs_run_from_the_image_app_directory() -> None:
             runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML", "") or "{}")
             working_dir = runtime_env.get("working_dir", workdir)
             assert working_dir == workdir, f"{doc_id}: --config paths are relative to {workdir}"
+
+
+def test_scoring_entrypoints_leave_actor_counts_to_the_preset() -> None:
+    """`actors: auto` sizes the pool to the cluster (a core or a GPU each); a hand-written count
+    in an entrypoint goes stale the day the worker group changes."""
+    for where, argv in ENTRYPOINTS:
+        if argv[2:3] == ["jobs.score"]:
+            assert "--actors" not in argv, f"{where}: hand-written --actors"
+            config = load_config(flag_value(argv, "--config"), [], **{"resources.gpu": "--gpu" in argv or None})
+            assert config.resources.actors == "auto", where
+
+
+def test_scheduled_nights_write_one_output_per_night_that_a_retry_reuses() -> None:
+    """A retry of the same night must find the unfinished run and resume it, so the output may
+    depend on the date but never on the time of day the retry started."""
+    scheduled = [(where, argv) for where, argv in ENTRYPOINTS if "Cron" in where]
+    assert len(scheduled) == 2
+    for where, argv in scheduled:
+        output = flag_value(argv, "--output") or ""
+        assert "%H" not in output and "%M" not in output and "%S" not in output, f"{where}: {output}"
+    (cronjob,) = documents_of("CronJob")
+    script = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    night = re.search(r'night="\$\(date -u \+([^)]*)\)"', script)
+    assert night and not set("HMS") & set(night.group(1).replace("%", "")), script
 
 
 # --- kustomize ------------------------------------------------------------------------------------
