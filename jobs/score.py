@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from jobs import runtime
+from pipeline.config import JobConfig
 from pipeline.incremental import prepare_incremental, score_incremental
 from pipeline.scoring import prepare_scoring, score
 
@@ -27,9 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actors", type=_actors, help='Predictor actors, or "auto" (one per core; one per GPU with --gpu)')
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per actor")
     parser.add_argument("--engine", choices=["auto", "onnx", "keras"], help="inference engine")
-    parser.add_argument("--config", help="YAML preset, e.g. jobs/configs/local.yaml")
+    parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
     return parser
+
+
+def resolve(args: argparse.Namespace) -> JobConfig:
+    """The job's config from its parsed flags (what a cluster driver resolves first)."""
+    paths = {"catalog": args.catalog, "model": args.model, "output": args.output}
+    return runtime.resolve_config(args.config, args.set, paths, {
+        "predict.batch_size": args.batch_size, "resources.actors": args.actors,
+        "resources.gpu": args.gpu, "predict.engine": args.engine})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.setup_logging()
 
     def body() -> int:
-        paths = {"catalog": args.catalog, "model": args.model, "output": args.output}
-        config = runtime.resolve_config(args.config, args.set, paths, {
-            "predict.batch_size": args.batch_size, "resources.actors": args.actors,
-            "resources.gpu": args.gpu, "predict.engine": args.engine})
+        config = resolve(args)
         if config.predict.incremental:
             incremental = prepare_incremental(args.catalog, args.model, args.output, config)
             runtime.init_ray(config.resources)

@@ -9,6 +9,7 @@ import logging
 
 from jobs import runtime
 from pipeline import storage
+from pipeline.config import JobConfig
 from pipeline.train_run import prepare_training, run_training
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="custom_cnn epochs and mobilenet_v2 head epochs")
     parser.add_argument("--image-size", type=int, help="square input size in pixels")
     parser.add_argument("--weights", help="mobilenet_v2 base weights: imagenet, none, or a file path/s3:// URI")
-    parser.add_argument("--config", help="YAML preset, e.g. jobs/configs/local.yaml")
+    parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
     return parser
+
+
+def resolve(args: argparse.Namespace) -> JobConfig:
+    """The job's config from its parsed flags (what a cluster driver resolves first)."""
+    return runtime.resolve_config(args.config, args.set, {"catalog": args.catalog, "output": args.output}, {
+        "model.names": args.models.split(",") if args.models else None,
+        "resources.workers": args.workers, "resources.gpu": args.gpu, "train.epochs": args.epochs,
+        "train.head_epochs": args.epochs, "model.image_size": args.image_size, "model.weights": args.weights})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.setup_logging()
 
     def body() -> int:
-        config = runtime.resolve_config(args.config, args.set, {"catalog": args.catalog, "output": args.output}, {
-            "model.names": args.models.split(",") if args.models else None,
-            "resources.workers": args.workers, "resources.gpu": args.gpu, "train.epochs": args.epochs,
-            "train.head_epochs": args.epochs, "model.image_size": args.image_size, "model.weights": args.weights})
+        config = resolve(args)
         plan = prepare_training(args.catalog, args.output, config)
         storage.write_json(storage.join(plan.output_uri, "config.json"), config.to_dict())
         runtime.init_ray(config.resources)

@@ -154,18 +154,24 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
 
 
 class PredictionWriter:
-    """Writes prediction tables in files of about `rows_per_file` rows, each appearing atomically."""
+    """Writes prediction tables in files of about `rows_per_file` rows, or of what arrived in
+    `seconds_per_file` seconds if that is less, each appearing atomically. The time bound caps the
+    work a crash loses (a rerun resumes from the files written) on slow, large runs."""
 
-    def __init__(self, directory_uri: str, schema: pa.Schema, rows_per_file: int, run_id: str):
+    def __init__(self, directory_uri: str, schema: pa.Schema, rows_per_file: int, run_id: str,
+                 seconds_per_file: float = float("inf")):
         self.directory_uri, self.schema, self.rows_per_file = directory_uri, schema, rows_per_file
+        self.seconds_per_file = seconds_per_file
         self.prefix = f"part-{run_id}"
         self.pending: list[pa.Table] = []
         self.pending_rows = self.files = self.rows = 0
+        self.last_flush = time.monotonic()
 
     def add(self, table: pa.Table) -> None:
         self.pending.append(table.select(self.schema.names).cast(self.schema))
         self.pending_rows += table.num_rows
-        if self.pending_rows >= self.rows_per_file:
+        if (self.pending_rows >= self.rows_per_file
+                or time.monotonic() - self.last_flush >= self.seconds_per_file):
             self.flush()
 
     def flush(self) -> None:
@@ -179,6 +185,7 @@ class PredictionWriter:
         self.files += 1
         self.rows += table.num_rows
         self.pending, self.pending_rows = [], 0
+        self.last_flush = time.monotonic()
 
 
 def _prediction_files(output_uri: str) -> list[str]:
@@ -229,7 +236,8 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     storage.write_json(storage.join(plan.output_uri, RUN_FILE), manifest)
     pending = plan.frame[~plan.frame[IMAGE_ID].isin(done)]
     logger.info("run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending))
-    writer = PredictionWriter(storage.join(plan.output_uri, PREDICTIONS_DIR), plan.schema, predict.rows_per_file, run_id)
+    writer = PredictionWriter(storage.join(plan.output_uri, PREDICTIONS_DIR), plan.schema, predict.rows_per_file, run_id,
+                              predict.seconds_per_file)
     if len(pending):
         dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, plan.threshold, predict,
                                 resources, config.data.rows_per_block, config.data.max_image_pixels)

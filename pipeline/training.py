@@ -9,7 +9,9 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -301,8 +303,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stopping on validation loss, reports metrics and a checkpoint every epoch, and resumes from
     `ray.train.get_checkpoint()` after a restart."""
     settings = WorkerConfig.from_dict(config)
-    configure_tensorflow(settings.cpus_per_worker, settings.gpu)
     beat = HeartbeatSender(settings.heartbeat)
+    beat()  # start-up (TensorFlow import, strategy set-up, weights) is progress too
+    configure_tensorflow(settings.cpus_per_worker, settings.gpu)
     import keras
     import tensorflow as tf
 
@@ -318,6 +321,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         options["weights"] = fetch_weights(weights) if weights not in (None, "imagenet") else weights
     with strategy.scope():
         model = build_model(settings.model_name, settings.num_classes, settings.image_size, **options)
+    beat(force=True)
 
     state = TrainingState()
     best_weights = _weights_by_path(model)
@@ -465,8 +469,14 @@ def fit(model_name: str, datasets: dict[str, ray.data.Dataset], worker_config: W
     )
     logger.info("fitting %s with %d worker(s) × %g CPU%s", model_name, resources.workers,
                 resources.cpus_per_worker, " + 1 GPU" if resources.gpu else "")
+    # Ray Train installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C (or the
+    # watchdog's interrupt) in this process would then abort a controller that no longer exists.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.getsignal(signal.SIGINT) if on_main_thread else None
     try:
         with Watchdog(f"training {model_name}", resources.stall_timeout_s, probe):
             return trainer.fit()
     finally:
         stop_heartbeat()
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)

@@ -85,7 +85,9 @@ class Watchdog:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self._stop.set()
-        if self.stalled is not None and (kind is None or issubclass(kind, KeyboardInterrupt)):
+        # The interrupt arrives as KeyboardInterrupt, or as SystemExit where Ray Train's SIGINT
+        # handler aborts the run first; either way the caller sees why.
+        if self.stalled is not None and (kind is None or issubclass(kind, (KeyboardInterrupt, SystemExit))):
             raise StalledError(self.stalled) from None
 
 
@@ -115,9 +117,9 @@ class HeartbeatSender:
         self.actor = ray.get_actor(name) if name else None
         self.every, self.sent = every, 0.0
 
-    def __call__(self) -> None:
+    def __call__(self, force: bool = False) -> None:
         now = time.time()
-        if self.actor is not None and now - self.sent >= self.every:
+        if self.actor is not None and (force or now - self.sent >= self.every):
             self.actor.beat.remote()
             self.sent = now
 
