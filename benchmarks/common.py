@@ -4,6 +4,7 @@ Benchmarks generate everything they need (images, artifacts) so they run on a fr
 without network or files outside the repository; what they measure is throughput, not accuracy, so the models
 are randomly initialised.
 """
+
 from __future__ import annotations
 
 import glob
@@ -17,10 +18,11 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import psutil
@@ -31,6 +33,7 @@ COMPLETE_MARKER = ".complete"
 
 # --------------------------------------------------------------------------- images
 
+
 def _shapes() -> list[tuple[str, np.ndarray]]:
     """Product silhouettes with their class: the shipped Fashion-MNIST catalog when present, else
     drawn ellipses and boxes (the benchmark must run from a bare checkout too)."""
@@ -38,11 +41,18 @@ def _shapes() -> list[tuple[str, np.ndarray]]:
 
     paths = sorted(glob.glob(os.path.join(REPO, "data", "sample_catalog", "*", "*.png")))[::7]
     if paths:
-        return [(os.path.basename(os.path.dirname(path)),
-                 np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0) for path in paths]
+        return [
+            (
+                os.path.basename(os.path.dirname(path)),
+                np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0,
+            )
+            for path in paths
+        ]
     yy, xx = np.mgrid[-1:1:28j, -1:1:28j]
-    drawn = [(f"ellipse{a}{b}", ((xx / a) ** 2 + (yy / b) ** 2 < 1).astype(np.float32) * 0.8)
-             for a, b in ((0.9, 0.6), (0.5, 0.9), (0.8, 0.8))]
+    drawn = [
+        (f"ellipse{a}{b}", ((xx / a) ** 2 + (yy / b) ** 2 < 1).astype(np.float32) * 0.8)
+        for a, b in ((0.9, 0.6), (0.5, 0.9), (0.8, 0.8))
+    ]
     return drawn + [("box", ((abs(xx) < 0.7) & (abs(yy) < 0.5)).astype(np.float32))]
 
 
@@ -86,8 +96,11 @@ def product_photo(index: int, size: int = 600, seed: int = 0, quality: int = 90,
     weave = (np.sin(xx * rng.uniform(120, 260)) * np.sin(yy * rng.uniform(120, 260)) * 6).astype(np.float32)
     product = colour * (0.55 + 0.45 * shading[..., None]) + (grain + weave[..., None])
     shadow = np.asarray(mask.filter(ImageFilter.GaussianBlur(18)), dtype=np.float32)[..., None] / 255.0
-    background = 246.0 - 40.0 * np.roll(shadow, (12, 10), axis=(0, 1)) + rng.standard_normal(
-        (size, size, 1), dtype=np.float32) * 1.5
+    background = (
+        246.0
+        - 40.0 * np.roll(shadow, (12, 10), axis=(0, 1))
+        + rng.standard_normal((size, size, 1), dtype=np.float32) * 1.5
+    )
     pixels = np.clip(product * alpha + background * (1 - alpha), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=quality)
@@ -104,8 +117,9 @@ def _write_range(directory: str, start: int, stop: int, size: int, seed: int) ->
     return written
 
 
-def make_photo_catalog(directory: str, count: int, size: int = 600, seed: int = 0,
-                       processes: int | None = None) -> dict[str, Any]:
+def make_photo_catalog(
+    directory: str, count: int, size: int = 600, seed: int = 0, processes: int | None = None
+) -> dict[str, Any]:
     """Writes `count` product-photo JPEGs into a flat (unlabelled) folder, reusing a finished one.
 
     A flat folder is what a user scores in production (no labels), so the product's scoring job
@@ -127,12 +141,22 @@ def make_photo_catalog(directory: str, count: int, size: int = 600, seed: int = 
     step = max(1, -(-count // (processes * 4)))
     # spawn, not fork: the caller may already hold TensorFlow or Ray threads.
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_write_range, *zip(*[(directory, start, min(count, start + step), size, seed)
-                                          for start in range(0, count, step)])))
+        list(
+            pool.map(
+                _write_range,
+                *zip(*[(directory, start, min(count, start + step), size, seed) for start in range(0, count, step)]),
+            )
+        )
     sizes = np.array([os.path.getsize(path) for path in glob.glob(os.path.join(directory, "*.jpg"))]) / 1000
-    info = {"directory": directory, "count": count, "pixels": size, "seed": seed,
-            "mean_kb": round(float(sizes.mean()), 1), "min_kb": round(float(sizes.min()), 1),
-            "max_kb": round(float(sizes.max()), 1)}
+    info = {
+        "directory": directory,
+        "count": count,
+        "pixels": size,
+        "seed": seed,
+        "mean_kb": round(float(sizes.mean()), 1),
+        "min_kb": round(float(sizes.min()), 1),
+        "max_kb": round(float(sizes.max()), 1),
+    }
     with open(marker, "w") as handle:
         json.dump(info, handle)
     return info
@@ -158,8 +182,11 @@ def make_labelled_catalog(directory: str, per_class: int, size: int = 256, seed:
             if json.load(handle) == info:
                 return info
     shutil.rmtree(directory, ignore_errors=True)
-    jobs = [(directory, label, start, min(per_class, start + 50), size, seed)
-            for label in labels for start in range(0, per_class, 50)]
+    jobs = [
+        (directory, label, start, min(per_class, start + 50), size, seed)
+        for label in labels
+        for start in range(0, per_class, 50)
+    ]
     with ProcessPoolExecutor(max(1, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
         list(pool.map(_write_labelled, *zip(*jobs)))
     with open(marker, "w") as handle:
@@ -173,8 +200,10 @@ def image_paths(directory: str) -> list[str]:
 
 # --------------------------------------------------------------------------- artifacts
 
-def build_artifact(directory: str, model_name: str, image_size: int, class_names: list[str],
-                   probe: np.ndarray, seed: int = 0) -> dict[str, Any]:
+
+def build_artifact(
+    directory: str, model_name: str, image_size: int, class_names: list[str], probe: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
     """An untrained model artifact (model.keras, model.onnx when it verifies, model_card.json).
 
     Random weights cost exactly what trained ones do at inference, and building one takes seconds
@@ -202,15 +231,21 @@ def build_artifact(directory: str, model_name: str, image_size: int, class_names
     model_path = os.path.join(directory, "model.keras")
     model.save(model_path)
     onnx = export_onnx(model, directory, probe.astype(np.float32))
-    card = {"name": model_name, "version": content_version(model_path), "class_names": list(class_names),
-            "input": get_entry(model_name).input_spec(image_size).to_dict(), "onnx": onnx,
-            "weights_source": "none (random initialisation, benchmark artifact)"}
+    card = {
+        "name": model_name,
+        "version": content_version(model_path),
+        "class_names": list(class_names),
+        "input": get_entry(model_name).input_spec(image_size).to_dict(),
+        "onnx": onnx,
+        "weights_source": "none (random initialisation, benchmark artifact)",
+    }
     with open(card_path, "w") as handle:
         json.dump(card, handle, indent=2)
     return card
 
 
 # --------------------------------------------------------------------------- monitoring
+
 
 class TreeMonitor:
     """Samples a process and all its descendants in a background thread.
@@ -301,14 +336,23 @@ class TreeMonitor:
         by_role: dict[str, float] = {}
         for key, value in used.items():
             by_role[self.names.get(key, "?")] = by_role.get(self.names.get(key, "?"), 0.0) + value
-        top = dict(sorted(((role, round(value, 2)) for role, value in by_role.items() if value >= 0.05),
-                          key=lambda item: -item[1]))
+        top = dict(
+            sorted(
+                ((role, round(value, 2)) for role, value in by_role.items() if value >= 0.05), key=lambda item: -item[1]
+            )
+        )
         capacity = self.wall * (os.cpu_count() or 1)
-        return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "peak_pss_mb": round(self.peak_pss / 2**20, 1),
-                "rss_mb_by_process_at_peak": {role: round(value / 2**20) for role, value in
-                                              sorted(self.rss_at_peak.items(), key=lambda item: -item[1])},
-                "tree_cpu_seconds": round(tree_cpu, 2), "cpu_seconds_by_process": top,
-                "other_cpu_share": round(max(0.0, self._machine_busy - tree_cpu) / capacity, 3) if capacity else None}
+        return {
+            "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "peak_pss_mb": round(self.peak_pss / 2**20, 1),
+            "rss_mb_by_process_at_peak": {
+                role: round(value / 2**20)
+                for role, value in sorted(self.rss_at_peak.items(), key=lambda item: -item[1])
+            },
+            "tree_cpu_seconds": round(tree_cpu, 2),
+            "cpu_seconds_by_process": top,
+            "other_cpu_share": round(max(0.0, self._machine_busy - tree_cpu) / capacity, 3) if capacity else None,
+        }
 
 
 def wait_for_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 3.0) -> dict[str, Any]:
@@ -372,10 +416,15 @@ def machine() -> dict[str, Any]:
     import pyarrow
     import ray
 
-    info = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "load_average": [round(value, 2) for value in os.getloadavg()], "ray": ray.__version__,
-            "pyarrow": pyarrow.__version__}
+    info = {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
     try:
         import onnxruntime
 

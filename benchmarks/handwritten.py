@@ -2,11 +2,12 @@
 
 PIL decode and resize, batches of 32, Keras `predict_on_batch`, one Parquet file via pandas:
 the loop the issue compares the product against. `--engine onnx --draft` gives the strongest
-single-process loop we know of (5,000 600×600 JPEGs in 37 s here, against 80 s with Keras), reported alongside so nobody mistakes "faster than
-a naive loop" for "faster than a good one".
+single-process loop we know of (5,000 600×600 JPEGs in 37 s here, against 80 s with Keras),
+reported alongside so nobody mistakes "faster than a naive loop" for "faster than a good one".
 
     python -m benchmarks.handwritten --images DIR --model ARTIFACT_DIR --output predictions.parquet
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,15 @@ from typing import Any
 import numpy as np
 
 
-def score_folder(image_dir: str, model_dir: str, output_path: str, batch_size: int = 32,
-                 engine: str = "keras", draft: bool = False, threads: int = 2) -> dict[str, Any]:
+def score_folder(
+    image_dir: str,
+    model_dir: str,
+    output_path: str,
+    batch_size: int = 32,
+    engine: str = "keras",
+    draft: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
     """Scores every `*.jpg` in `image_dir` in one process and writes one Parquet file.
 
     Timing starts before the model is loaded, like the product's, so both include model loading
@@ -41,8 +49,9 @@ def score_folder(image_dir: str, model_dir: str, output_path: str, batch_size: i
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(os.path.join(model_dir, "model.onnx"), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            os.path.join(model_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         input_name = session.get_inputs()[0].name
         predict = lambda pixels: session.run(None, {input_name: pixels})[0]  # noqa: E731
     else:
@@ -54,7 +63,7 @@ def score_folder(image_dir: str, model_dir: str, output_path: str, batch_size: i
     decode_seconds = predict_seconds = 0.0
     uris, indices, confidences, probabilities = [], [], [], []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+        chunk = paths[start : start + batch_size]
         tick = time.perf_counter()
         pixels = []
         for path in chunk:
@@ -73,14 +82,28 @@ def score_folder(image_dir: str, model_dir: str, output_path: str, batch_size: i
         confidences += output[np.arange(len(chunk)), best].tolist()
         probabilities += output.tolist()
     tick = time.perf_counter()
-    pd.DataFrame({"image_uri": uris, "predicted_index": indices, "predicted_label": class_names[indices],
-                  "confidence": confidences, "probabilities": probabilities}).to_parquet(output_path)
+    pd.DataFrame(
+        {
+            "image_uri": uris,
+            "predicted_index": indices,
+            "predicted_label": class_names[indices],
+            "confidence": confidences,
+            "probabilities": probabilities,
+        }
+    ).to_parquet(output_path)
     write_seconds = time.perf_counter() - tick
     seconds = time.perf_counter() - started
-    return {"images": len(paths), "seconds": round(seconds, 3),
-            "images_per_second": round(len(paths) / seconds, 2) if seconds else None,
-            "decode_seconds": round(decode_seconds, 3), "predict_seconds": round(predict_seconds, 3),
-            "write_seconds": round(write_seconds, 3), "engine": engine, "draft": draft, "batch_size": batch_size}
+    return {
+        "images": len(paths),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(paths) / seconds, 2) if seconds else None,
+        "decode_seconds": round(decode_seconds, 3),
+        "predict_seconds": round(predict_seconds, 3),
+        "write_seconds": round(write_seconds, 3),
+        "engine": engine,
+        "draft": draft,
+        "batch_size": batch_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

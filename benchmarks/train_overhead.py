@@ -13,6 +13,7 @@ shows what data parallelism costs or gives here, not what it gives on a cluster.
     python -m benchmarks.train_overhead --output train_overhead.json
     python -m benchmarks.train_overhead --tiny --output tiny.json      # CI
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,25 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="train_overhead.json", help="JSON results file")
     parser.add_argument("--work-dir", help="keep the generated catalog here and reuse it")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="the product's config preset")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override for the product's config, as in jobs.train")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override for the product's config, as in jobs.train",
+    )
     return parser
 
 
 def steady_epochs(seconds: list[float]) -> dict[str, Any]:
     """Median of the epochs after the first (tracing and first-touch costs land in epoch 1)."""
     steady = seconds[1:] or seconds
-    return {"epoch_seconds": [round(value, 3) for value in seconds],
-            "median_epoch_seconds": round(statistics.median(steady), 3)}
+    return {
+        "epoch_seconds": [round(value, 3) for value in seconds],
+        "median_epoch_seconds": round(statistics.median(steady), 3),
+    }
 
 
 def product_config(args: argparse.Namespace, workers: int):
     from jobs.config import load_config
 
-    overrides = [f"model.names=[{args.model}]", f"model.image_size={args.image_size}", "model.weights=none",
-                 f"train.epochs={args.epochs}", f"train.head_epochs={args.epochs}", "train.fine_tune_epochs=0",
-                 f"train.cnn_patience={args.epochs + 1}", f"train.transfer_patience={args.epochs + 1}",
-                 "augment.enabled=false", f"resources.workers={workers}"]
+    overrides = [
+        f"model.names=[{args.model}]",
+        f"model.image_size={args.image_size}",
+        "model.weights=none",
+        f"train.epochs={args.epochs}",
+        f"train.head_epochs={args.epochs}",
+        "train.fine_tune_epochs=0",
+        f"train.cnn_patience={args.epochs + 1}",
+        f"train.transfer_patience={args.epochs + 1}",
+        "augment.enabled=false",
+        f"resources.workers={workers}",
+    ]
     if not any(item.startswith("resources.cpus_per_worker=") for item in args.set):
         # The same thread budget as the plain loop: TensorFlow gets round(cpus_per_worker) threads
         # per worker, and half a CPU stays free for Ray Data (1 worker: 1.5 → 2 threads; 2: 0.5 → 1).
@@ -85,10 +101,17 @@ def plain_fit(plan, args: argparse.Namespace) -> dict[str, Any]:
     (x_train, y_train), (x_val, y_val) = arrays("train"), arrays("val")
     config = plan.config
     keras.utils.set_random_seed(config.data.seed)
-    model = build_model(args.model, len(plan.label_index), args.image_size,
-                        **({"weights": None} if args.model == "mobilenet_v2" else {}))
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = build_model(
+        args.model,
+        len(plan.label_index),
+        args.image_size,
+        **({"weights": None} if args.model == "mobilenet_v2" else {}),
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.train.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     seconds: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):
@@ -100,11 +123,26 @@ def plain_fit(plan, args: argparse.Namespace) -> dict[str, Any]:
 
     batch = config.train.batch_size_per_worker
     with TreeMonitor() as monitor:
-        model.fit(x_train.astype(np.float32), y_train, batch_size=batch, epochs=args.epochs, shuffle=True,
-                  validation_data=(x_val.astype(np.float32), y_val), callbacks=[EpochTimer()], verbose=0)
+        model.fit(
+            x_train.astype(np.float32),
+            y_train,
+            batch_size=batch,
+            epochs=args.epochs,
+            shuffle=True,
+            validation_data=(x_val.astype(np.float32), y_val),
+            callbacks=[EpochTimer()],
+            verbose=0,
+        )
     result = steady_epochs(seconds)
-    result.update({"train_images": int(len(x_train)), "val_images": int(len(x_val)), "batch_size": batch,
-                   "threads": os.cpu_count(), **monitor.result()})
+    result.update(
+        {
+            "train_images": int(len(x_train)),
+            "val_images": int(len(x_val)),
+            "batch_size": batch,
+            "threads": os.cpu_count(),
+            **monitor.result(),
+        }
+    )
     result["train_images_per_second"] = round(len(x_train) / result["median_epoch_seconds"], 1)
     return result
 
@@ -134,12 +172,19 @@ def product_fit(catalog: str, output: str, args: argparse.Namespace, workers: in
     result = steady_epochs([row["seconds"] for row in history])
     steps = history[-1]["steps"]
     batch = config.train.batch_size_per_worker
-    result.update({"workers": workers, "cpus_per_worker": config.resources.cpus_per_worker,
-                   # configure_tensorflow rounds the worker's CPU share to its thread count.
-                   "tensorflow_threads_per_worker": max(1, int(round(config.resources.cpus_per_worker))),
-                   "steps_per_epoch": steps, "global_batch_size": batch * workers,
-                   "run_training_seconds": round(total, 1), "ray_start_seconds": round(ray_start, 2),
-                   **monitor.result()})
+    result.update(
+        {
+            "workers": workers,
+            "cpus_per_worker": config.resources.cpus_per_worker,
+            # configure_tensorflow rounds the worker's CPU share to its thread count.
+            "tensorflow_threads_per_worker": max(1, int(round(config.resources.cpus_per_worker))),
+            "steps_per_epoch": steps,
+            "global_batch_size": batch * workers,
+            "run_training_seconds": round(total, 1),
+            "ray_start_seconds": round(ray_start, 2),
+            **monitor.result(),
+        }
+    )
     result["train_images_per_second"] = round(steps * batch * workers / result["median_epoch_seconds"], 1)
     return result
 
@@ -162,30 +207,47 @@ def main(argv: list[str] | None = None) -> int:
 
         plan = prepare_training(catalog, os.path.join(work, "plain"), product_config(args, 1))
         results: dict[str, Any] = {
-            "benchmark": "train_overhead", "machine": machine(), "catalog": info,
-            "settings": {"model": args.model, "image_size": args.image_size, "epochs": args.epochs,
-                         "config": args.config, "overrides": args.set, "augmentation": False, "tiny": args.tiny},
+            "benchmark": "train_overhead",
+            "machine": machine(),
+            "catalog": info,
+            "settings": {
+                "model": args.model,
+                "image_size": args.image_size,
+                "epochs": args.epochs,
+                "config": args.config,
+                "overrides": args.set,
+                "augmentation": False,
+                "tiny": args.tiny,
+            },
         }
         log("plain single-process model.fit")
         results["plain"] = plain_fit(plan, args)
         results["product"] = {}
         for workers in (int(value) for value in args.workers.split(",")):
             log(f"product: Ray Train with {workers} worker(s)")
-            results["product"][str(workers)] = product_fit(catalog, os.path.join(work, f"product-{workers}"),
-                                                           args, workers)
+            results["product"][str(workers)] = product_fit(
+                catalog, os.path.join(work, f"product-{workers}"), args, workers
+            )
         plain = results["plain"]["median_epoch_seconds"]
-        ratios = {f"product_{w}w_over_plain_epoch_time": round(r["median_epoch_seconds"] / plain, 3)
-                  for w, r in results["product"].items()}
+        ratios = {
+            f"product_{w}w_over_plain_epoch_time": round(r["median_epoch_seconds"] / plain, 3)
+            for w, r in results["product"].items()
+        }
         if "1" in results["product"] and "2" in results["product"]:
-            ratios["speedup_2w_over_1w"] = round(results["product"]["1"]["median_epoch_seconds"]
-                                                 / results["product"]["2"]["median_epoch_seconds"], 3)
+            ratios["speedup_2w_over_1w"] = round(
+                results["product"]["1"]["median_epoch_seconds"] / results["product"]["2"]["median_epoch_seconds"], 3
+            )
         results["ratios"] = ratios
-        product_text = ", ".join(f"{w} worker(s) {r['median_epoch_seconds']:.2f} s "
-                                 f"({r['train_images_per_second']:.0f} img/s)" for w, r in results["product"].items())
-        results["summary"] = (f"{args.model}@{args.image_size}px, {plain and results['plain']['train_images']} train "
-                              f"images: plain model.fit {plain:.2f} s/epoch "
-                              f"({results['plain']['train_images_per_second']:.0f} img/s) | Ray Train {product_text} | "
-                              + ", ".join(f"{key} {value}" for key, value in ratios.items()))
+        product_text = ", ".join(
+            f"{w} worker(s) {r['median_epoch_seconds']:.2f} s ({r['train_images_per_second']:.0f} img/s)"
+            for w, r in results["product"].items()
+        )
+        results["summary"] = (
+            f"{args.model}@{args.image_size}px, {plain and results['plain']['train_images']} train "
+            f"images: plain model.fit {plain:.2f} s/epoch "
+            f"({results['plain']['train_images_per_second']:.0f} img/s) | Ray Train {product_text} | "
+            + ", ".join(f"{key} {value}" for key, value in ratios.items())
+        )
         common.finish(results, started, args.output)
     return 0
 

@@ -1,4 +1,5 @@
 """Loads a job config: dataclass defaults, then a YAML preset, then `--set section.key=value`."""
+
 from __future__ import annotations
 
 import copy
@@ -39,12 +40,12 @@ def read_preset(path: str) -> bytes:
     try:
         return storage.read_bytes(path)
     except FileNotFoundError as error:
-        raise ValueError(f"--config {path!r} is neither a packaged preset ({', '.join(preset_names())}) nor an "
-                         "existing file") from error
+        raise ValueError(
+            f"--config {path!r} is neither a packaged preset ({', '.join(preset_names())}) nor an existing file"
+        ) from error
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-                **flags: Any) -> JobConfig:
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (), **flags: Any) -> JobConfig:
     """Resolves the job config.
 
     Args:

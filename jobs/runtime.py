@@ -1,11 +1,13 @@
 """Process set-up shared by the jobs: logging, Ray, exit codes."""
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -24,8 +26,7 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -41,12 +42,15 @@ def check_paths_usable(**uris: str) -> None:
         return
     for flag, uri in uris.items():
         if uri and not storage.is_remote(uri) and not uri.startswith("file://") and not os.path.isabs(uri):
-            raise ValueError(f"--{flag.replace('_', '-')} {uri!r} is a relative path, which a Ray cluster "
-                             "job cannot resolve; use an s3:// URI or an absolute path on shared storage")
+            raise ValueError(
+                f"--{flag.replace('_', '-')} {uri!r} is a relative path, which a Ray cluster "
+                "job cannot resolve; use an s3:// URI or an absolute path on shared storage"
+            )
 
 
-def resolve_config(config_path: str | None, overrides: list[str], paths: dict[str, str],
-                   flags: dict[str, Any]) -> JobConfig:
+def resolve_config(
+    config_path: str | None, overrides: list[str], paths: dict[str, str], flags: dict[str, Any]
+) -> JobConfig:
     """What both jobs do before any work: refuse unusable data paths, then preset + flags + --set.
 
     A relative `--config` is fine on a cluster: presets travel with the job (the `--working-dir`
@@ -73,26 +77,32 @@ def cluster_address() -> str | None:
         return None
     address = os.environ["RAY_ADDRESS"].strip()
     if address.startswith(("http://", "https://")):
-        raise ValueError(f"RAY_ADDRESS={address!r} (from the environment) is a dashboard address, which "
-                         "`ray job submit` uses; submit the job with `ray job submit -- python -m jobs...`, "
-                         "set RAY_ADDRESS to the cluster's GCS address (HOST:6379), or unset it to run on an "
-                         "embedded local Ray")
+        raise ValueError(
+            f"RAY_ADDRESS={address!r} (from the environment) is a dashboard address, which "
+            "`ray job submit` uses; submit the job with `ray job submit -- python -m jobs...`, "
+            "set RAY_ADDRESS to the cluster's GCS address (HOST:6379), or unset it to run on an "
+            "embedded local Ray"
+        )
     target = address
     if address == "auto":
         from ray._private.utils import read_ray_address
 
         target = read_ray_address(None) or ""
         if not target:
-            raise ValueError("RAY_ADDRESS='auto' (from the environment) but no Ray cluster was started on this "
-                             "machine; start one with `ray start --head`, or unset RAY_ADDRESS")
+            raise ValueError(
+                "RAY_ADDRESS='auto' (from the environment) but no Ray cluster was started on this "
+                "machine; start one with `ray start --head`, or unset RAY_ADDRESS"
+            )
     host, _, port = target.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except (OSError, ValueError) as error:
-        raise ValueError(f"RAY_ADDRESS={address!r} (from the environment) names a Ray cluster at {target!r} that "
-                         f"does not answer ({type(error).__name__}: {error}); start the cluster, fix RAY_ADDRESS, "
-                         "or unset it to run on an embedded local Ray") from error
+        raise ValueError(
+            f"RAY_ADDRESS={address!r} (from the environment) names a Ray cluster at {target!r} that "
+            f"does not answer ({type(error).__name__}: {error}); start the cluster, fix RAY_ADDRESS, "
+            "or unset it to run on an embedded local Ray"
+        ) from error
     return address
 
 
@@ -106,8 +116,11 @@ def init_ray(resources: ResourcesConfig) -> None:
     else:
         # The dashboard stays on: Ray Train's placement-group cleaner queries the state API it serves.
         ray.init(address="local", num_cpus=resources.num_cpus, log_to_driver=True)
-    logger.info("ray resources: %s (%s)", ray.cluster_resources(),
-                f"cluster at RAY_ADDRESS={address}" if address else "embedded local Ray")
+    logger.info(
+        "ray resources: %s (%s)",
+        ray.cluster_resources(),
+        f"cluster at RAY_ADDRESS={address}" if address else "embedded local Ray",
+    )
 
 
 def run(main_body: Callable[[], int]) -> int:

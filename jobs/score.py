@@ -1,7 +1,9 @@
 """Scores a catalog with a trained model: Parquet predictions, evaluation when labelled, run.json.
 
-    python -m jobs.score --catalog data/heldout_catalog --model outputs/demo/models/custom_cnn --output outputs/demo/scores/custom_cnn --config jobs/configs/local.yaml
+    python -m jobs.score --catalog data/heldout_catalog --model outputs/demo/models/custom_cnn \
+        --output outputs/demo/scores/custom_cnn --config local
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="a model artifact directory written by jobs.train")
     parser.add_argument("--output", required=True, help="where predictions go (path or s3://)")
     parser.add_argument("--batch-size", type=int, help="images per model call")
-    parser.add_argument("--actors", type=_actors, help='Predictor actors, or "auto" (one per core; one per GPU with --gpu)')
+    parser.add_argument(
+        "--actors", type=_actors, help='Predictor actors, or "auto" (one per core; one per GPU with --gpu)'
+    )
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per actor")
     parser.add_argument("--engine", choices=["auto", "onnx", "keras"], help="inference engine")
     parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
@@ -36,9 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> JobConfig:
     """The job's config from its parsed flags (what a cluster driver resolves first)."""
     paths = {"catalog": args.catalog, "model": args.model, "output": args.output}
-    return runtime.resolve_config(args.config, args.set, paths, {
-        "predict.batch_size": args.batch_size, "resources.actors": args.actors,
-        "resources.gpu": args.gpu, "predict.engine": args.engine})
+    return runtime.resolve_config(
+        args.config,
+        args.set,
+        paths,
+        {
+            "predict.batch_size": args.batch_size,
+            "resources.actors": args.actors,
+            "resources.gpu": args.gpu,
+            "predict.engine": args.engine,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             incremental = prepare_incremental(args.catalog, args.model, args.output, config)
             runtime.init_ray(config.resources)
             view = score_incremental(incremental)
-            print(f"current view: {view['rows']} rows ({view['scored_this_run']} scored now, {view['unchanged']} "
-                  f"unchanged, {view['deleted']} deleted) → {args.output}")
+            print(
+                f"current view: {view['rows']} rows ({view['scored_this_run']} scored now, {view['unchanged']} "
+                f"unchanged, {view['deleted']} deleted) → {args.output}"
+            )
             return runtime.EXIT_OK
         plan = prepare_scoring(args.catalog, args.model, args.output, config)
         runtime.init_ray(config.resources)
@@ -60,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         counts, timings = manifest["counts"], manifest["timings"]
         headline = manifest.get("evaluation") or {}
         accuracy = f", accuracy {headline['accuracy']:.4f}" if headline.get("accuracy") is not None else ""
-        print(f"{manifest['status']}: {counts['out']} rows ({counts['errors']} errors) in {timings['seconds']} s "
-              f"({timings['images_per_second']} img/s){accuracy} → {plan.output_uri}")
+        print(
+            f"{manifest['status']}: {counts['out']} rows ({counts['errors']} errors) in {timings['seconds']} s "
+            f"({timings['images_per_second']} img/s){accuracy} → {plan.output_uri}"
+        )
         for problem in manifest["problems"]:
             logger.error("run failed: %s", problem)
         return runtime.EXIT_OK if manifest["status"] == "completed" else runtime.EXIT_FAILED

@@ -1,14 +1,15 @@
 """Prints where each scoring run's predictions are and how accurate it was.
 
-    python -m jobs.summarize outputs/demo/scores/custom_cnn outputs/demo/scores/mobilenet_v2
+python -m jobs.summarize outputs/demo/scores/custom_cnn outputs/demo/scores/mobilenet_v2
 """
+
 from __future__ import annotations
 
 import argparse
 
 from jobs import runtime
-from pipeline.scoring import RUN_FILE
 from pipeline import storage
+from pipeline.scoring import RUN_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
             headline = run.get("evaluation") or {}
             accuracy = headline.get("accuracy")
             macro_f1 = headline.get("macro_f1")
-            print(f"{run['model']['name']:<14} {run['status']:<10} {run['counts']['out']:>6} "
-                  f"{run['counts']['errors']:>6} {accuracy if accuracy is None else f'{accuracy:.4f}':>9} "
-                  f"{macro_f1 if macro_f1 is None else f'{macro_f1:.4f}':>9}  "
-                  f"{storage.join(output, 'predictions')}")
+            print(
+                f"{run['model']['name']:<14} {run['status']:<10} {run['counts']['out']:>6} "
+                f"{run['counts']['errors']:>6} {accuracy if accuracy is None else f'{accuracy:.4f}':>9} "
+                f"{macro_f1 if macro_f1 is None else f'{macro_f1:.4f}':>9}  "
+                f"{storage.join(output, 'predictions')}"
+            )
         return runtime.EXIT_OK
 
     return runtime.run(body)

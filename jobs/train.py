@@ -1,7 +1,8 @@
 """Trains the catalog models data-parallel on Ray Train.
 
-    python -m jobs.train --catalog data/sample_catalog --output outputs/models --config jobs/configs/local.yaml
+python -m jobs.train --catalog data/sample_catalog --output outputs/models --config local
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> JobConfig:
     """The job's config from its parsed flags (what a cluster driver resolves first)."""
-    return runtime.resolve_config(args.config, args.set, {"catalog": args.catalog, "output": args.output}, {
-        "model.names": args.models.split(",") if args.models else None,
-        "resources.workers": args.workers, "resources.gpu": args.gpu, "train.epochs": args.epochs,
-        "train.head_epochs": args.epochs, "model.image_size": args.image_size, "model.weights": args.weights})
+    return runtime.resolve_config(
+        args.config,
+        args.set,
+        {"catalog": args.catalog, "output": args.output},
+        {
+            "model.names": args.models.split(",") if args.models else None,
+            "resources.workers": args.workers,
+            "resources.gpu": args.gpu,
+            "train.epochs": args.epochs,
+            "train.head_epochs": args.epochs,
+            "model.image_size": args.image_size,
+            "model.weights": args.weights,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
 """Model registry: name → builder. Pure Keras, no Ray, no I/O."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import keras
 

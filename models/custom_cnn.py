@@ -1,4 +1,5 @@
 """The study's custom CNN: three conv/pool blocks, a dense layer and dropout."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """MobileNetV2 transfer model: frozen base in inference mode, a small head, top-N fine-tuning."""
+
 from __future__ import annotations
 
 import keras

@@ -1,4 +1,5 @@
 """The input contract every model builder declares: what pixels the saved model expects."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

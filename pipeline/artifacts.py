@@ -2,6 +2,7 @@
 
 Layout: model.keras, model_card.json, history.json, curves.png, split.csv (+ model.onnx).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,11 +60,14 @@ def _resolve_one(weights: str, image_size: int) -> WeightsChoice:
         return WeightsChoice(None, "none (random initialisation)")
     if weights.lower() == "imagenet":
         try:
-            keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), include_top=False,
-                                           weights="imagenet")
+            keras.applications.MobileNetV2(
+                input_shape=(image_size, image_size, 3), include_top=False, weights="imagenet"
+            )
         except Exception as error:  # no internet surfaces as many different exception types
-            raise ValueError(f"--weights imagenet could not be downloaded ({type(error).__name__}: "
-                             f"{error}); pass --weights none or a local/s3:// weights file") from error
+            raise ValueError(
+                f"--weights imagenet could not be downloaded ({type(error).__name__}: "
+                f"{error}); pass --weights none or a local/s3:// weights file"
+            ) from error
         return WeightsChoice("imagenet", "imagenet (Keras applications download)")
     if not storage.exists(weights):
         raise ValueError(f"--weights {weights!r} does not exist; pass imagenet, none or a weights file")
@@ -71,8 +75,9 @@ def _resolve_one(weights: str, image_size: int) -> WeightsChoice:
     try:
         keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=local_path)
     except Exception as error:
-        raise ValueError(f"--weights {weights!r} does not fit MobileNetV2 (alpha 1.0, no top): "
-                         f"{type(error).__name__}: {error}") from error
+        raise ValueError(
+            f"--weights {weights!r} does not fit MobileNetV2 (alpha 1.0, no top): {type(error).__name__}: {error}"
+        ) from error
     digest = hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:16]
     return WeightsChoice(storage.normalize(weights), f"file {storage.normalize(weights)} (sha256 {digest})")
 
@@ -110,8 +115,13 @@ def library_versions() -> dict[str, str]:
     import ray
     import tensorflow
 
-    return {"python": platform.python_version(), "ray": ray.__version__, "tensorflow": tensorflow.__version__,
-            "keras": keras.__version__, "numpy": numpy.__version__}
+    return {
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def localize(artifact_uri: str) -> str:
@@ -133,6 +143,7 @@ def localize(artifact_uri: str) -> str:
             storage.download_directory(artifact_uri, staging)
             if os.path.exists(target):
                 import shutil
+
                 shutil.rmtree(target)
             os.replace(staging, target)
     return target
@@ -148,8 +159,10 @@ def read_card(artifact_uri: str) -> dict[str, Any]:
     try:
         card = storage.read_json(card_uri)
     except FileNotFoundError as error:
-        raise ValueError(f"--model {artifact_uri!r} is not a model artifact (no {CARD_FILE}); pass the "
-                         "directory that jobs.train wrote for one model") from error
+        raise ValueError(
+            f"--model {artifact_uri!r} is not a model artifact (no {CARD_FILE}); pass the "
+            "directory that jobs.train wrote for one model"
+        ) from error
     except Exception as error:
         raise ValueError(f"--model {artifact_uri!r} cannot be read: {type(error).__name__}: {error}") from error
     for key in ("name", "version", "class_names", "input"):

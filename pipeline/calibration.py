@@ -1,5 +1,6 @@
 """Confidence that means something: temperature scaling and the review-queue threshold, both
 fitted on the validation split (never on test)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,11 +41,19 @@ def choose_review_threshold(probabilities: np.ndarray, labels: np.ndarray, targe
     """
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    best = {"threshold": 1.0, "target_accuracy": target_accuracy, "validation_kept_share": 0.0,
-            "validation_kept_accuracy": None}
+    best = {
+        "threshold": 1.0,
+        "target_accuracy": target_accuracy,
+        "validation_kept_share": 0.0,
+        "validation_kept_accuracy": None,
+    }
     for threshold in np.unique(np.concatenate([[0.0], confidence])):
         kept = confidence >= threshold
         if kept.any() and correct[kept].mean() >= target_accuracy:
-            return {"threshold": float(threshold), "target_accuracy": target_accuracy,
-                    "validation_kept_share": float(kept.mean()), "validation_kept_accuracy": float(correct[kept].mean())}
+            return {
+                "threshold": float(threshold),
+                "target_accuracy": target_accuracy,
+                "validation_kept_share": float(kept.mean()),
+                "validation_kept_accuracy": float(correct[kept].mean()),
+            }
     return best

@@ -3,6 +3,7 @@
 A catalog becomes a pandas frame of {image_id, image_uri, label, ...passthrough} listed on the
 driver (listing is cheap next to decoding), then a Ray Dataset for the heavy work.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,8 +67,10 @@ def read_catalog_frame(uri: str) -> pd.DataFrame:
     except Exception as error:  # e.g. no credentials, unknown bucket: the user's to fix
         raise ValueError(f"catalog {uri!r} cannot be read ({type(error).__name__}: {error})") from error
     if not found:
-        raise ValueError(f"catalog {uri!r} does not exist; pass --catalog a folder tree, a flat "
-                         "folder of images or a CSV/Parquet manifest")
+        raise ValueError(
+            f"catalog {uri!r} does not exist; pass --catalog a folder tree, a flat "
+            "folder of images or a CSV/Parquet manifest"
+        )
     if uri.lower().endswith(MANIFEST_EXTENSIONS):
         frame = _read_manifest(uri)
     else:
@@ -76,10 +79,11 @@ def read_catalog_frame(uri: str) -> pd.DataFrame:
         raise ValueError(f"catalog {uri!r} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
     duplicated = frame[IMAGE_ID][frame[IMAGE_ID].duplicated()]
     if not duplicated.empty:
-        raise ValueError(f"catalog {uri!r} has duplicate image_id values, e.g. {duplicated.iloc[0]!r}; "
-                         "every row needs a unique image_id")
-    logger.info("catalog %s: %d images, %s", uri, len(frame),
-                "labelled" if has_labels(frame) else "unlabelled")
+        raise ValueError(
+            f"catalog {uri!r} has duplicate image_id values, e.g. {duplicated.iloc[0]!r}; "
+            "every row needs a unique image_id"
+        )
+    logger.info("catalog %s: %d images, %s", uri, len(frame), "labelled" if has_labels(frame) else "unlabelled")
     return frame.reset_index(drop=True)
 
 
@@ -96,7 +100,7 @@ def _read_folder(uri: str) -> pd.DataFrame:
     prefix = uri.rstrip("/") + "/"
     rows, skipped = [], 0
     for file_uri, _ in files:
-        relative = file_uri[len(prefix):] if file_uri.startswith(prefix) else os.path.basename(file_uri)
+        relative = file_uri[len(prefix) :] if file_uri.startswith(prefix) else os.path.basename(file_uri)
         if not is_image_name(relative) or os.path.basename(relative).startswith("."):
             skipped += 1
             continue
@@ -108,8 +112,10 @@ def _read_folder(uri: str) -> pd.DataFrame:
     labelled = frame[LABEL].notna()
     if labelled.any() and not labelled.all():
         loose = frame.loc[~labelled, IMAGE_ID].iloc[0]
-        raise ValueError(f"catalog {uri!r} mixes images at its root (e.g. {loose!r}) with label "
-                         "folders; use either <root>/<label>/<file> or a flat folder")
+        raise ValueError(
+            f"catalog {uri!r} mixes images at its root (e.g. {loose!r}) with label "
+            "folders; use either <root>/<label>/<file> or a flat folder"
+        )
     return frame.sort_values(IMAGE_ID, kind="stable")
 
 
@@ -117,13 +123,16 @@ def _read_manifest(uri: str) -> pd.DataFrame:
     fs, path = storage.filesystem(uri)
     with fs.open(path, "rb") as handle:
         if uri.lower().endswith(".csv"):
-            frame = pd.read_csv(handle, dtype={IMAGE_URI: str, IMAGE_ID: str, LABEL: str},
-                                keep_default_na=False, na_values=[""])
+            frame = pd.read_csv(
+                handle, dtype={IMAGE_URI: str, IMAGE_ID: str, LABEL: str}, keep_default_na=False, na_values=[""]
+            )
         else:
             frame = pd.read_parquet(handle)
     if IMAGE_URI not in frame.columns:
-        raise ValueError(f"manifest {uri!r} has no 'image_uri' column (columns: {list(frame.columns)}); "
-                         "add one with each image's path or s3:// URI")
+        raise ValueError(
+            f"manifest {uri!r} has no 'image_uri' column (columns: {list(frame.columns)}); "
+            "add one with each image's path or s3:// URI"
+        )
     if frame[IMAGE_URI].isna().any():
         raise ValueError(f"manifest {uri!r} has rows with an empty image_uri")
     base = uri.rsplit("/", 1)[0]

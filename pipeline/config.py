@@ -3,6 +3,7 @@
 They live in `pipeline` (not `jobs`) because library code and Ray workers rebuild them from
 dicts; `jobs/config.py` only loads presets and overrides into them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,14 +98,23 @@ class TrainConfig:
         _check(self.fine_tune_epochs >= 0, "train.fine_tune_epochs", self.fine_tune_epochs, ">= 0")
         _check(self.fine_tune_layers >= 0, "train.fine_tune_layers", self.fine_tune_layers, ">= 0")
         _check(0 < self.learning_rate < 1, "train.learning_rate", self.learning_rate, "0 < x < 1")
-        _check(0 < self.fine_tune_learning_rate < 1, "train.fine_tune_learning_rate",
-               self.fine_tune_learning_rate, "0 < x < 1")
-        _check(self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance,
-               ", ".join(IMBALANCE_STRATEGIES))
+        _check(
+            0 < self.fine_tune_learning_rate < 1,
+            "train.fine_tune_learning_rate",
+            self.fine_tune_learning_rate,
+            "0 < x < 1",
+        )
+        _check(
+            self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance, ", ".join(IMBALANCE_STRATEGIES)
+        )
         _check(self.max_failures >= 0, "train.max_failures", self.max_failures, ">= 0")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "a positive integer")
-        _check(0 < self.review_target_accuracy <= 1, "train.review_target_accuracy", self.review_target_accuracy,
-               "0 < x <= 1")
+        _check(
+            0 < self.review_target_accuracy <= 1,
+            "train.review_target_accuracy",
+            self.review_target_accuracy,
+            "0 < x <= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -126,9 +136,13 @@ class ResourcesConfig:
 
     def __post_init__(self) -> None:
         _check(self.workers > 0, "resources.workers", self.workers, "a positive integer")
-        _check(self.actors == "auto" or (isinstance(self.actors, int) and not isinstance(self.actors, bool)
-                                         and self.actors > 0), "resources.actors", self.actors,
-               'a positive integer or "auto"')
+        _check(
+            self.actors == "auto"
+            or (isinstance(self.actors, int) and not isinstance(self.actors, bool) and self.actors > 0),
+            "resources.actors",
+            self.actors,
+            'a positive integer or "auto"',
+        )
         _check(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "> 0")
         _check(self.cpus_per_actor > 0, "resources.cpus_per_actor", self.cpus_per_actor, "> 0")
         _check(self.num_cpus is None or self.num_cpus > 0, "resources.num_cpus", self.num_cpus, "> 0 or null")
@@ -159,9 +173,12 @@ class PredictConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "predict.batch_size", self.batch_size, "a positive integer")
         _check(self.top_k > 0, "predict.top_k", self.top_k, "a positive integer")
-        _check(self.low_confidence_threshold is None or 0 <= self.low_confidence_threshold <= 1,
-               "predict.low_confidence_threshold",
-               self.low_confidence_threshold, "0..1")
+        _check(
+            self.low_confidence_threshold is None or 0 <= self.low_confidence_threshold <= 1,
+            "predict.low_confidence_threshold",
+            self.low_confidence_threshold,
+            "0..1",
+        )
         _check(0 <= self.max_bad_fraction <= 1, "predict.max_bad_fraction", self.max_bad_fraction, "0..1")
         _check(self.rows_per_file > 0, "predict.rows_per_file", self.rows_per_file, "> 0")
         _check(self.seconds_per_file > 0, "predict.seconds_per_file", self.seconds_per_file, "> 0")
@@ -198,5 +215,11 @@ class JobConfig:
         return cls(**built)
 
 
-_SECTION_TYPES = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig,
-                  "train": TrainConfig, "resources": ResourcesConfig, "predict": PredictConfig}
+_SECTION_TYPES = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "resources": ResourcesConfig,
+    "predict": PredictConfig,
+}

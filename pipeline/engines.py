@@ -1,9 +1,10 @@
 """Inference engines: the saved Keras model, or its ONNX export run by ONNX Runtime.
 
 ONNX Runtime's CPU provider scored MobileNetV2 at 224 px 2-2.5x faster than Keras on the same
-model (182-243 against 89-91 img/s, batch 32, 2 cores), so training exports every model and scoring prefers ONNX when the export exists
-and was verified against Keras.
+model (182-243 against 89-91 img/s, batch 32, 2 cores), so training exports every model and
+scoring prefers ONNX when the export exists and was verified against Keras.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,13 @@ def export_onnx(model, directory: str, probe: np.ndarray) -> dict[str, Any]:
         logger.warning("ONNX export failed (%s); scoring will use Keras", error)
         return {"file": None, "reason": f"export failed: {type(error).__name__}: {error}"}
     difference = float(np.abs(actual - expected).max())
-    record = {"file": ONNX_FILE, "max_abs_diff": difference, "tolerance": ONNX_TOLERANCE,
-              "probe_images": int(len(probe)), "onnxruntime": onnxruntime.__version__}
+    record = {
+        "file": ONNX_FILE,
+        "max_abs_diff": difference,
+        "tolerance": ONNX_TOLERANCE,
+        "probe_images": int(len(probe)),
+        "onnxruntime": onnxruntime.__version__,
+    }
     if difference > ONNX_TOLERANCE:
         os.remove(path)
         record.update(file=None, reason=f"outputs differ from Keras by {difference:.2e} > {ONNX_TOLERANCE}")
@@ -74,7 +80,7 @@ def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] 
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    batch = np.concatenate([probe] * max(1, -(-max(candidates) // len(probe))))[:max(candidates)]
+    batch = np.concatenate([probe] * max(1, -(-max(candidates) // len(probe))))[: max(candidates)]
     timings = {}
     for chunk in candidates:
         session.run(None, {name: batch[:chunk]})  # warm-up: allocations for this shape
@@ -82,7 +88,7 @@ def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] 
         for _ in range(3):
             started = time.perf_counter()
             for start in range(0, len(batch), chunk):
-                session.run(None, {name: batch[start:start + chunk]})
+                session.run(None, {name: batch[start : start + chunk]})
             best = min(best, time.perf_counter() - started)
         timings[chunk] = best
     return min(timings, key=timings.get)
@@ -108,15 +114,19 @@ def choose_engine(requested: str, card: dict[str, Any], gpu: bool = False) -> st
     """
     has_onnx = bool(card.get("onnx", {}).get("file")) and onnxruntime_available()
     if requested == "onnx" and not has_onnx:
-        raise ValueError("--engine onnx, but the model artifact has no verified model.onnx (or onnxruntime is "
-                         "missing); retrain with this version or use --engine keras")
+        raise ValueError(
+            "--engine onnx, but the model artifact has no verified model.onnx (or onnxruntime is "
+            "missing); retrain with this version or use --engine keras"
+        )
     if requested == "auto":
         if gpu:
             return "onnx" if has_onnx and onnx_cuda_available() else "keras"
         return "onnx" if has_onnx else "keras"
     if requested == "onnx" and gpu and not onnx_cuda_available():
-        logger.warning("--engine onnx with --gpu, but ONNX Runtime has no CUDA provider here (install "
-                       "onnxruntime-gpu): inference runs on the CPU; --engine auto would pick Keras on the GPU")
+        logger.warning(
+            "--engine onnx with --gpu, but ONNX Runtime has no CUDA provider here (install "
+            "onnxruntime-gpu): inference runs on the CPU; --engine auto would pick Keras on the GPU"
+        )
     return requested
 
 
@@ -128,8 +138,10 @@ class KerasEngine:
 
         self.model = load_keras_model(artifact_dir)
         # A fixed-signature tf.function: no retracing per batch size, faster than predict_on_batch.
-        self._predict = tf.function(lambda x: self.model(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+        self._predict = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)],
+        )
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self._predict(pixels.astype(np.float32)).numpy()
@@ -159,8 +171,12 @@ class OnnxEngine:
         pixels = pixels.astype(np.float32, copy=False)
         if not self.chunk or len(pixels) <= self.chunk:
             return self.session.run(None, {self.input_name: pixels})[0]
-        return np.concatenate([self.session.run(None, {self.input_name: pixels[start:start + self.chunk]})[0]
-                               for start in range(0, len(pixels), self.chunk)])
+        return np.concatenate(
+            [
+                self.session.run(None, {self.input_name: pixels[start : start + self.chunk]})[0]
+                for start in range(0, len(pixels), self.chunk)
+            ]
+        )
 
 
 def load_engine(name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool):

@@ -1,4 +1,5 @@
 """Evaluation of a scoring run's predictions: summary.json, per-class table, plot, HTML report."""
+
 from __future__ import annotations
 
 import io
@@ -14,12 +15,21 @@ from pipeline.schema import ERROR, IMAGE_URI, LABEL
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_COLUMNS = [IMAGE_URI, LABEL, "predicted_label", "predicted_index", "confidence", "probabilities",
-                      "low_confidence", ERROR]
+EVALUATION_COLUMNS = [
+    IMAGE_URI,
+    LABEL,
+    "predicted_label",
+    "predicted_index",
+    "confidence",
+    "probabilities",
+    "low_confidence",
+    ERROR,
+]
 
 
-def evaluate_output(output_uri: str, card: dict[str, Any], catalog_uri: str, run_id: str,
-                    threshold: float, mistakes_shown: int = 20) -> dict[str, Any]:
+def evaluate_output(
+    output_uri: str, card: dict[str, Any], catalog_uri: str, run_id: str, threshold: float, mistakes_shown: int = 20
+) -> dict[str, Any]:
     """Reads back every prediction of the output and, when labels exist, writes `evaluation/`.
 
     Rows with an error and rows whose label the model does not know are counted and reported,
@@ -47,25 +57,43 @@ def evaluate_output(output_uri: str, card: dict[str, Any], catalog_uri: str, run
     metrics = summarize(true_indices, probabilities, class_names)
     correct = rows["predicted_label"].to_numpy() == rows[LABEL].to_numpy()
     kept = ~rows["low_confidence"].to_numpy(dtype=bool)
-    review = {"threshold": threshold, "rows": int((~kept).sum()),
-              "accuracy_on_rest": float(correct[kept].mean()) if kept.any() else None}
+    review = {
+        "threshold": threshold,
+        "rows": int((~kept).sum()),
+        "accuracy_on_rest": float(correct[kept].mean()) if kept.any() else None,
+    }
     summary = {
-        "model_name": card["name"], "model_version": card["version"], "catalog": catalog_uri, "run_id": run_id,
-        "rows": int(len(frame)), "error_rows": int(failed.sum()), "evaluated_rows": int(len(rows)),
-        "unknown_labels": {str(k): int(v) for k, v in unknown.items()}, "review": review, "metrics": metrics,
+        "model_name": card["name"],
+        "model_version": card["version"],
+        "catalog": catalog_uri,
+        "run_id": run_id,
+        "rows": int(len(frame)),
+        "error_rows": int(failed.sum()),
+        "evaluated_rows": int(len(rows)),
+        "unknown_labels": {str(k): int(v) for k, v in unknown.items()},
+        "review": review,
+        "metrics": metrics,
     }
     directory = storage.join(output_uri, EVALUATION_DIR)
     storage.write_json(storage.join(directory, "summary.json"), summary)
     buffer = io.StringIO()
     pd.DataFrame(metrics["per_class"]).to_csv(buffer, index=False)
     storage.write_text(storage.join(directory, "per_class.csv"), buffer.getvalue())
-    storage.write_bytes(storage.join(directory, "confusion_matrix.png"),
-                        reports.confusion_matrix_png(metrics["confusion_matrix"], class_names,
-                                                     f"{card['name']} ({card['version']})"))
+    storage.write_bytes(
+        storage.join(directory, "confusion_matrix.png"),
+        reports.confusion_matrix_png(metrics["confusion_matrix"], class_names, f"{card['name']} ({card['version']})"),
+    )
     mistakes = rows[~correct].sort_values("confidence", ascending=False).head(mistakes_shown)
-    storage.write_text(storage.join(directory, "report.html"),
-                       reports.report_html(summary, mistakes.to_dict("records"), "confusion_matrix.png"))
-    result["headline"] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro"]["f1"],
-                          "loss": metrics["loss"], "evaluated_rows": int(len(rows)),
-                          "unknown_label_rows": int(sum(unknown.values())), "review_rows": review["rows"]}
+    storage.write_text(
+        storage.join(directory, "report.html"),
+        reports.report_html(summary, mistakes.to_dict("records"), "confusion_matrix.png"),
+    )
+    result["headline"] = {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro"]["f1"],
+        "loss": metrics["loss"],
+        "evaluated_rows": int(len(rows)),
+        "unknown_label_rows": int(sum(unknown.values())),
+        "review_rows": review["rows"],
+    }
     return result

@@ -3,6 +3,7 @@
 The Debian package `dataset-fashion-mnist` installs the four IDX files under
 /usr/share/datasets/fashion-mnist/; Keras' cache (~/.keras/datasets/fashion-mnist/) works too.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,14 +15,15 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-               "ankle_boot")
+CLASS_NAMES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
 DEFAULT_SOURCES = ("/usr/share/datasets/fashion-mnist", os.path.expanduser("~/.keras/datasets/fashion-mnist"))
 # The original study's shape: five classes of 510 / 14 / 400 / 385 / 600 images; the 14-image
 # class (sandal) looks much like a large one (sneaker).
 STUDY_COUNTS = {"ankle_boot": 510, "sandal": 14, "trouser": 400, "bag": 385, "sneaker": 600}
-_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 
 
 def find_source(source: str | None) -> str:
@@ -30,11 +32,13 @@ def find_source(source: str | None) -> str:
     Raises:
         ValueError: No folder holds them, with the install command.
     """
-    for candidate in ([source] if source else list(DEFAULT_SOURCES)):
+    for candidate in [source] if source else list(DEFAULT_SOURCES):
         if candidate and os.path.exists(os.path.join(candidate, _FILES["train"][0])):
             return candidate
-    raise ValueError(f"Fashion-MNIST IDX files not found in {source or DEFAULT_SOURCES}; install them with "
-                     "`apt-get install dataset-fashion-mnist` or pass --source")
+    raise ValueError(
+        f"Fashion-MNIST IDX files not found in {source or DEFAULT_SOURCES}; install them with "
+        "`apt-get install dataset-fashion-mnist` or pass --source"
+    )
 
 
 def load_split(source: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +51,9 @@ def load_split(source: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def build_catalog(output_dir: str, counts: dict[str, int], split: str = "train", seed: int = 0,
-                  source: str | None = None) -> dict[str, int]:
+def build_catalog(
+    output_dir: str, counts: dict[str, int], split: str = "train", seed: int = 0, source: str | None = None
+) -> dict[str, int]:
     """Writes `<output_dir>/<class>/<split>-<index>.png`, a seeded sample of each class.
 
     Args:
@@ -79,8 +84,9 @@ def build_catalog(output_dir: str, counts: dict[str, int], split: str = "train",
         chosen = np.sort(rng.choice(members, size=count, replace=False))
         os.makedirs(os.path.join(output_dir, name), exist_ok=True)
         for index in chosen:
-            Image.fromarray(images[index]).save(os.path.join(output_dir, name, f"{split}-{index:05d}.png"),
-                                                          optimize=True)
+            Image.fromarray(images[index]).save(
+                os.path.join(output_dir, name, f"{split}-{index:05d}.png"), optimize=True
+            )
         written[name] = count
     logger.info("wrote %s to %s", written, output_dir)
     return written

@@ -3,6 +3,7 @@
 An image that cannot be read or decoded is flagged in the `error` column with a specific reason
 and gets an all-zero array, so rows in always equals rows out.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,16 +21,21 @@ logger = logging.getLogger(__name__)
 # Pillow raises its own DecompressionBombError only at 2x its limit; we refuse at our own limit
 # from the header, before any pixel is allocated.
 DEFAULT_MAX_PIXELS = 40_000_000
-_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-               "nearest": Image.Resampling.NEAREST, "area": Image.Resampling.BOX}
+_RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
 
 
 class ImageError(Exception):
     """An image that cannot be scored; the message is the row's `error` value."""
 
 
-def decode_image(data: bytes, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 resize_method: str = "bilinear") -> np.ndarray:
+def decode_image(
+    data: bytes, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS, resize_method: str = "bilinear"
+) -> np.ndarray:
     """Decodes encoded bytes to a (size, size, 3) uint8 RGB array.
 
     Honours EXIF orientation, flattens transparency onto white (catalog photos are shot on white),
@@ -84,8 +90,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_batch(batch: Batch, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 resize_method: str = "bilinear") -> Batch:
+def decode_batch(
+    batch: Batch, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS, resize_method: str = "bilinear"
+) -> Batch:
     """Ray Data batch function: reads and decodes `image_uri`, adding `image` and `error`.
 
     Other columns pass through unchanged, so no row is ever dropped.
@@ -121,5 +128,3 @@ def _read(uri: str) -> bytes:
         raise ImageError(f"unreadable: {uri} is a directory") from error
     except Exception as error:  # storage backends raise many types; the row records which
         raise ImageError(f"unreadable: {type(error).__name__}: {error}") from error
-
-

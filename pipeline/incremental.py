@@ -12,6 +12,7 @@ Unchanged rows are never rewritten: the view is those runs' files joined with th
 millions of objects, and an ETag changes whenever content does. Deleted images leave the state,
 so they disappear from the view. A different model version rescores everything.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,7 @@ import io
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -76,7 +77,7 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
         ValueError: As `prepare_scoring`.
     """
     root_uri = storage.normalize(root_uri)
-    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     run_uri = storage.join(root_uri, "runs", run_id)
     plan = prepare_scoring(catalog_uri, artifact_uri, run_uri, config)
     frame = plan.frame
@@ -85,14 +86,25 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
     frame = frame.assign(**{FINGERPRINT: [marks[uri] for uri in frame[IMAGE_URI]]})
     state, view = read_state(root_uri)
     if view is not None and view["model_version"] != plan.card["version"]:
-        logger.info("model version changed (%s → %s): rescoring everything", view["model_version"], plan.card["version"])
+        logger.info(
+            "model version changed (%s → %s): rescoring everything", view["model_version"], plan.card["version"]
+        )
         state = state.iloc[0:0]
     known = dict(zip(state[IMAGE_ID], state[FINGERPRINT]))
-    todo = frame[[known.get(image_id, "∅") != mark or mark is None
-                  for image_id, mark in zip(frame[IMAGE_ID], frame[FINGERPRINT])]]
+    todo = frame[
+        [
+            known.get(image_id, "∅") != mark or mark is None
+            for image_id, mark in zip(frame[IMAGE_ID], frame[FINGERPRINT])
+        ]
+    ]
     deleted = sorted(set(state[IMAGE_ID]) - set(frame[IMAGE_ID]))
-    logger.info("incremental: %d catalog rows, %d new or changed, %d unchanged, %d deleted",
-                len(frame), len(todo), len(frame) - len(todo), len(deleted))
+    logger.info(
+        "incremental: %d catalog rows, %d new or changed, %d unchanged, %d deleted",
+        len(frame),
+        len(todo),
+        len(frame) - len(todo),
+        len(deleted),
+    )
     kept = state[state[IMAGE_ID].isin(set(frame[IMAGE_ID]) - set(todo[IMAGE_ID]))]
     subset = dataclasses.replace(plan, frame=todo.drop(columns=[FINGERPRINT]))
     return IncrementalPlan(root_uri, run_id, subset, kept, todo, len(deleted), view)
@@ -107,8 +119,13 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     Raises:
         RuntimeError: The run did not complete; the previous view stays published.
     """
-    root_uri, run_id, plan, kept, todo = (incremental.root_uri, incremental.run_id, incremental.plan,
-                                          incremental.kept, incremental.todo)
+    root_uri, run_id, plan, kept, todo = (
+        incremental.root_uri,
+        incremental.run_id,
+        incremental.plan,
+        incremental.kept,
+        incremental.todo,
+    )
     view = incremental.previous_view
     manifest = None
     if len(todo):
@@ -121,10 +138,18 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     pq.write_table(pa.Table.from_pandas(new_state.astype({FINGERPRINT: "string"}), preserve_index=False), buffer)
     storage.write_bytes(storage.join(root_uri, STATE_FILE), buffer.getvalue())
     runs = sorted(set(new_state["run_id"]))
-    view = {"model_version": plan.card["version"], "model_name": plan.card["name"], "catalog": plan.catalog_uri,
-            "latest_run": run_id if len(todo) else (view or {}).get("latest_run"), "runs": runs,
-            "rows": int(len(new_state)), "scored_this_run": int(len(todo)), "unchanged": int(len(kept)),
-            "deleted": incremental.deleted, "errors_this_run": manifest["counts"]["errors"] if manifest else 0,
-            "published_at": datetime.now(timezone.utc).isoformat()}
+    view = {
+        "model_version": plan.card["version"],
+        "model_name": plan.card["name"],
+        "catalog": plan.catalog_uri,
+        "latest_run": run_id if len(todo) else (view or {}).get("latest_run"),
+        "runs": runs,
+        "rows": int(len(new_state)),
+        "scored_this_run": int(len(todo)),
+        "unchanged": int(len(kept)),
+        "deleted": incremental.deleted,
+        "errors_this_run": manifest["counts"]["errors"] if manifest else 0,
+        "published_at": datetime.now(UTC).isoformat(),
+    }
     storage.write_json(storage.join(root_uri, VIEW_FILE), view)
     return view

@@ -1,4 +1,5 @@
 """Pure functions from (true labels, probabilities) to an evaluation summary, via scikit-learn."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,16 +40,27 @@ def summarize(true_indices: np.ndarray, probabilities: np.ndarray, class_names: 
     predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=int)
     if len(true_indices) == 0:
         empty = {"precision": None, "recall": None, "f1": None}
-        return {"rows": 0, "accuracy": None, "loss": None, "macro": empty, "weighted": empty,
-                "per_class": [{"label": name, "precision": None, "recall": None, "f1": None, "support": 0,
-                               "low_support": True} for name in class_names],
-                "labels": list(class_names), "confusion_matrix": [[0] * len(labels) for _ in labels],
-                "expected_calibration_error": None}
+        return {
+            "rows": 0,
+            "accuracy": None,
+            "loss": None,
+            "macro": empty,
+            "weighted": empty,
+            "per_class": [
+                {"label": name, "precision": None, "recall": None, "f1": None, "support": 0, "low_support": True}
+                for name in class_names
+            ],
+            "labels": list(class_names),
+            "confusion_matrix": [[0] * len(labels) for _ in labels],
+            "expected_calibration_error": None,
+        }
     precision, recall, f1, support = precision_recall_fscore_support(
-        true_indices, predicted, labels=labels, zero_division=0)
+        true_indices, predicted, labels=labels, zero_division=0
+    )
     macro = precision_recall_fscore_support(true_indices, predicted, labels=labels, average="macro", zero_division=0)
-    weighted = precision_recall_fscore_support(true_indices, predicted, labels=labels, average="weighted",
-                                               zero_division=0)
+    weighted = precision_recall_fscore_support(
+        true_indices, predicted, labels=labels, average="weighted", zero_division=0
+    )
     clipped = np.clip(probabilities, 1e-7, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     confidence = probabilities.max(axis=1)
@@ -59,8 +71,14 @@ def summarize(true_indices: np.ndarray, probabilities: np.ndarray, class_names: 
         "macro": {"precision": float(macro[0]), "recall": float(macro[1]), "f1": float(macro[2])},
         "weighted": {"precision": float(weighted[0]), "recall": float(weighted[1]), "f1": float(weighted[2])},
         "per_class": [
-            {"label": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-             "support": int(support[i]), "low_support": bool(support[i] < LOW_SUPPORT)}
+            {
+                "label": name,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "low_support": bool(support[i] < LOW_SUPPORT),
+            }
             for i, name in enumerate(class_names)
         ],
         "labels": list(class_names),

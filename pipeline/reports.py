@@ -1,4 +1,5 @@
 """Pictures and pages a person reads: training curves, confusion matrix, the HTML report."""
+
 from __future__ import annotations
 
 import html
@@ -62,30 +63,31 @@ def report_html(summary: dict[str, Any], mistakes: list[dict[str, Any]], confusi
         f"<tr{' class=low' if row['low_support'] else ''}><td>{escape(row['label'])}</td>"
         f"<td>{number(row['precision'])}</td><td>{number(row['recall'])}</td><td>{number(row['f1'])}</td>"
         f"<td>{row['support']}{' (low support)' if row['low_support'] else ''}</td></tr>"
-        for row in metrics.get("per_class", []))
+        for row in metrics.get("per_class", [])
+    )
     mistake_rows = "".join(
         f"<tr><td>{escape(str(m['image_uri']))}</td><td>{escape(str(m['label']))}</td>"
         f"<td>{escape(str(m['predicted_label']))}</td><td>{number(float(m['confidence']))}</td></tr>"
-        for m in mistakes)
+        for m in mistakes
+    )
     unknown = summary.get("unknown_labels", {})
-    unknown_text = (", ".join(f"{escape(k)} ({v} rows)" for k, v in unknown.items())
-                    if unknown else "none")
+    unknown_text = ", ".join(f"{escape(k)} ({v} rows)" for k, v in unknown.items()) if unknown else "none"
     macro = metrics.get("macro", {})
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Evaluation: {escape(summary['model_name'])}</title>
+<html><head><meta charset="utf-8"><title>Evaluation: {escape(summary["model_name"])}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.low{{background:#fff3cd}}</style></head>
-<body><h1>Evaluation of {escape(summary['model_name'])} ({escape(summary['model_version'])})</h1>
-<p>Catalog <code>{escape(summary['catalog'])}</code>, run <code>{escape(summary['run_id'])}</code>.</p>
+<body><h1>Evaluation of {escape(summary["model_name"])} ({escape(summary["model_version"])})</h1>
+<p>Catalog <code>{escape(summary["catalog"])}</code>, run <code>{escape(summary["run_id"])}</code>.</p>
 <h2>Headline</h2><table>
-<tr><th>rows evaluated</th><td>{metrics.get('rows', 0)}</td></tr>
-<tr><th>accuracy</th><td>{number(metrics.get('accuracy'))}</td></tr>
-<tr><th>macro F1</th><td>{number(macro.get('f1'))}</td></tr>
-<tr><th>log loss</th><td>{number(metrics.get('loss'))}</td></tr>
-<tr><th>expected calibration error</th><td>{number(metrics.get('expected_calibration_error'))}</td></tr>
-<tr><th>rows with errors (not evaluated)</th><td>{summary.get('error_rows', 0)}</td></tr>
+<tr><th>rows evaluated</th><td>{metrics.get("rows", 0)}</td></tr>
+<tr><th>accuracy</th><td>{number(metrics.get("accuracy"))}</td></tr>
+<tr><th>macro F1</th><td>{number(macro.get("f1"))}</td></tr>
+<tr><th>log loss</th><td>{number(metrics.get("loss"))}</td></tr>
+<tr><th>expected calibration error</th><td>{number(metrics.get("expected_calibration_error"))}</td></tr>
+<tr><th>rows with errors (not evaluated)</th><td>{summary.get("error_rows", 0)}</td></tr>
 <tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>
-<tr><th>sent to review (low confidence)</th><td>{summary.get('review', {}).get('rows', 0)}</td></tr>
+<tr><th>sent to review (low confidence)</th><td>{summary.get("review", {}).get("rows", 0)}</td></tr>
 </table>
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>

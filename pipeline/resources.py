@@ -8,6 +8,7 @@ that does not fit is shrunk (and logged), and one that cannot fit at all is refu
 to change. A cluster someone else runs may add nodes on demand (KubeRay's autoscaler), so there a
 shortfall is logged and left to the autoscaler, with the stall watchdog as the backstop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,10 +51,12 @@ class ClusterShape:
         import ray
 
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        return cls(cpus=sum(node.get("CPU", 0.0) for node in nodes),
-                   gpus=sum(node.get("GPU", 0.0) for node in nodes),
-                   largest_node_cpus=max((node.get("CPU", 0.0) for node in nodes), default=0.0),
-                   can_grow=on_remote_cluster())
+        return cls(
+            cpus=sum(node.get("CPU", 0.0) for node in nodes),
+            gpus=sum(node.get("GPU", 0.0) for node in nodes),
+            largest_node_cpus=max((node.get("CPU", 0.0) for node in nodes), default=0.0),
+            can_grow=on_remote_cluster(),
+        )
 
 
 def _floor_share(cpus: float, count: int) -> float:
@@ -64,8 +67,9 @@ def _floor_share(cpus: float, count: int) -> float:
 def _shortfall(message: str, cluster: ClusterShape) -> None:
     if not cluster.can_grow:
         raise ValueError(message)
-    logger.warning("%s; waiting for the cluster to add nodes (resources.stall_timeout_s ends the run "
-                   "if none come)", message)
+    logger.warning(
+        "%s; waiting for the cluster to add nodes (resources.stall_timeout_s ends the run if none come)", message
+    )
 
 
 def fit_training(resources: ResourcesConfig, cluster: ClusterShape) -> ResourcesConfig:
@@ -76,21 +80,32 @@ def fit_training(resources: ResourcesConfig, cluster: ClusterShape) -> Resources
     """
     workers = resources.workers
     if resources.gpu and cluster.gpus < workers:
-        _shortfall(f"--workers {workers} --gpu asks for {workers} GPUs but the Ray cluster has "
-                   f"{cluster.gpus:g}; lower --workers (resources.workers) or drop --gpu", cluster)
+        _shortfall(
+            f"--workers {workers} --gpu asks for {workers} GPUs but the Ray cluster has "
+            f"{cluster.gpus:g}; lower --workers (resources.workers) or drop --gpu",
+            cluster,
+        )
     budget = min(cluster.cpus - DATA_TASK_CPUS, workers * cluster.largest_node_cpus)
     if workers * resources.cpus_per_worker <= budget and resources.cpus_per_worker <= cluster.largest_node_cpus:
         return resources
     share = min(_floor_share(budget, workers), _floor_share(cluster.largest_node_cpus, 1))
     if share < MIN_CPU_SHARE:
-        _shortfall(f"{workers} training workers × resources.cpus_per_worker={resources.cpus_per_worker:g} "
-                   f"do not fit a Ray cluster of {cluster.cpus:g} CPUs with {DATA_TASK_CPUS:g} left for "
-                   "Ray Data; lower --workers (resources.workers) or run on more CPUs", cluster)
+        _shortfall(
+            f"{workers} training workers × resources.cpus_per_worker={resources.cpus_per_worker:g} "
+            f"do not fit a Ray cluster of {cluster.cpus:g} CPUs with {DATA_TASK_CPUS:g} left for "
+            "Ray Data; lower --workers (resources.workers) or run on more CPUs",
+            cluster,
+        )
         return resources
-    logger.warning("resources.cpus_per_worker=%g × %d workers would leave the %g-CPU Ray cluster no CPU "
-                   "for Ray Data's tasks (a silent hang); using %g per worker. Set "
-                   "resources.cpus_per_worker yourself to choose.", resources.cpus_per_worker, workers,
-                   cluster.cpus, share)
+    logger.warning(
+        "resources.cpus_per_worker=%g × %d workers would leave the %g-CPU Ray cluster no CPU "
+        "for Ray Data's tasks (a silent hang); using %g per worker. Set "
+        "resources.cpus_per_worker yourself to choose.",
+        resources.cpus_per_worker,
+        workers,
+        cluster.cpus,
+        share,
+    )
     return dataclasses.replace(resources, cpus_per_worker=share)
 
 
@@ -121,18 +136,30 @@ def fit_scoring(resources: ResourcesConfig, threads_per_actor: int, cluster: Clu
     actors = actor_count(resources, threads_per_actor, cluster)
     fitted = dataclasses.replace(resources, actors=actors)
     if resources.gpu and cluster.gpus < actors:
-        _shortfall(f"{actors} GPU scoring actors but the Ray cluster has {cluster.gpus:g} GPUs; "
-                   "lower --actors (resources.actors) or drop --gpu", cluster)
+        _shortfall(
+            f"{actors} GPU scoring actors but the Ray cluster has {cluster.gpus:g} GPUs; "
+            "lower --actors (resources.actors) or drop --gpu",
+            cluster,
+        )
     budget = cluster.cpus - (0 if decode_in_actors(resources, actors) else DATA_TASK_CPUS)
     budget = min(budget, actors * cluster.largest_node_cpus)
     if actors * resources.cpus_per_actor <= budget and resources.cpus_per_actor <= cluster.largest_node_cpus:
         return fitted
     share = min(_floor_share(budget, actors), _floor_share(cluster.largest_node_cpus, 1))
     if share < MIN_CPU_SHARE:
-        _shortfall(f"{actors} scoring actors × resources.cpus_per_actor={resources.cpus_per_actor:g} do not "
-                   f"fit a Ray cluster of {cluster.cpus:g} CPUs; lower --actors (resources.actors)", cluster)
+        _shortfall(
+            f"{actors} scoring actors × resources.cpus_per_actor={resources.cpus_per_actor:g} do not "
+            f"fit a Ray cluster of {cluster.cpus:g} CPUs; lower --actors (resources.actors)",
+            cluster,
+        )
         return fitted
-    logger.warning("resources.cpus_per_actor=%g × %d actors does not fit the %g-CPU Ray cluster with its "
-                   "decode tasks (a silent hang); using %g per actor. Set resources.cpus_per_actor yourself "
-                   "to choose.", resources.cpus_per_actor, actors, cluster.cpus, share)
+    logger.warning(
+        "resources.cpus_per_actor=%g × %d actors does not fit the %g-CPU Ray cluster with its "
+        "decode tasks (a silent hang); using %g per actor. Set resources.cpus_per_actor yourself "
+        "to choose.",
+        resources.cpus_per_actor,
+        actors,
+        cluster.cpus,
+        share,
+    )
     return dataclasses.replace(fitted, cpus_per_actor=share)

@@ -1,4 +1,5 @@
 """The one definition of catalog and prediction columns and the predictions' Arrow schema."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ made visible atomically (temporary name then rename; an S3 PUT is atomic). A rer
 output after a crash reads the ids already written and scores only the rest, so every catalog row
 ends up exactly once, and at most the rows in flight at the crash are scored twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,13 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline import artifacts, images, storage
-from pipeline.catalog import passthrough_columns, read_catalog_frame
 from pipeline.calibration import apply_temperature
+from pipeline.catalog import passthrough_columns, read_catalog_frame
 from pipeline.config import JobConfig, PredictConfig, ResourcesConfig
 from pipeline.engines import choose_engine, load_engine
 from pipeline.resources import ClusterShape, decode_in_actors, fit_scoring
-from pipeline.watchdog import Watchdog
 from pipeline.schema import ERROR, IMAGE, IMAGE_ID, IMAGE_URI, LABEL, PREDICTION_COLUMNS, prediction_schema
+from pipeline.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,17 @@ RESERVED_COLUMNS = set(PREDICTION_COLUMNS) | {IMAGE}
 class Predictor:
     """Ray Data actor: loads the model once, then turns decoded batches into prediction rows."""
 
-    def __init__(self, artifact_uri: str, card: dict[str, Any], run_id: str, top_k: int,
-                 low_confidence_threshold: float, engine: str, threads: int, gpu: bool):
+    def __init__(
+        self,
+        artifact_uri: str,
+        card: dict[str, Any],
+        run_id: str,
+        top_k: int,
+        low_confidence_threshold: float,
+        engine: str,
+        threads: int,
+        gpu: bool,
+    ):
         if engine == "keras":
             # Only here: importing TensorFlow costs an ONNX actor ~3.5 CPU-seconds and ~600 MB.
             from pipeline.training import configure_tensorflow
@@ -55,8 +65,10 @@ class Predictor:
         with open(os.path.join(local, artifacts.CARD_FILE)) as handle:
             local_version = json.load(handle)["version"]
         if local_version != card["version"]:
-            raise RuntimeError(f"model at {artifact_uri} changed during the run (version {local_version}, "
-                               f"run started with {card['version']}); rerun to resume with one model")
+            raise RuntimeError(
+                f"model at {artifact_uri} changed during the run (version {local_version}, "
+                f"run started with {card['version']}); rerun to resume with one model"
+            )
         self.engine = load_engine(engine, local, card, threads, gpu)
         self.class_names = np.array(card["class_names"], dtype=object)
         self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
@@ -80,19 +92,24 @@ class Predictor:
         columns: dict[str, Any] = {
             IMAGE_ID: [str(v) for v in batch[IMAGE_ID]],
             IMAGE_URI: [str(v) for v in batch[IMAGE_URI]],
-            LABEL: [None if labels is None or not isinstance(v, str) else v for v in (labels if labels is not None else [None] * count)],
+            LABEL: [
+                None if labels is None or not isinstance(v, str) else v
+                for v in (labels if labels is not None else [None] * count)
+            ],
             "predicted_label": [self.class_names[p] if good else None for p, good in zip(predicted, ok)],
             "predicted_index": [int(p) if good else None for p, good in zip(predicted, ok)],
             "confidence": [float(c) if good else None for c, good in zip(confidence, ok)],
             "top_k_labels": [list(self.class_names[o]) if good else None for o, good in zip(order, ok)],
-            "top_k_scores": [probabilities[i, o].tolist() if good else None for i, (o, good) in enumerate(zip(order, ok))],
+            "top_k_scores": [
+                probabilities[i, o].tolist() if good else None for i, (o, good) in enumerate(zip(order, ok))
+            ],
             "probabilities": [row.tolist() if good else None for row, good in zip(probabilities, ok)],
             "low_confidence": [bool(good and c < self.threshold) for c, good in zip(confidence, ok)],
             ERROR: errors,
             "model_name": [self.model_name] * count,
             "model_version": [self.model_version] * count,
             "run_id": [self.run_id] * count,
-            "scored_at": [datetime.now(timezone.utc)] * count,
+            "scored_at": [datetime.now(UTC)] * count,
         }
         schema = prediction_schema(list(self.class_names))
         table = pa.Table.from_pydict(columns, schema=pa.schema(list(schema)))
@@ -136,8 +153,10 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         previous = storage.read_json(run_uri)
         if previous.get("status") == "completed":
             if not config.predict.overwrite:
-                raise ValueError(f"output {output_uri!r} already holds a completed run ({previous.get('run_id')}); "
-                                 "choose a new --output or pass --set predict.overwrite=true to replace it")
+                raise ValueError(
+                    f"output {output_uri!r} already holds a completed run ({previous.get('run_id')}); "
+                    "choose a new --output or pass --set predict.overwrite=true to replace it"
+                )
             for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR):
                 storage.remove(storage.join(output_uri, name))
     try:
@@ -149,8 +168,17 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     threshold = config.predict.low_confidence_threshold
     if threshold is None:
         threshold = float(card.get("review", {}).get("threshold", 0.5))
-    return ScoringPlan(storage.normalize(catalog_uri), storage.normalize(artifact_uri), storage.normalize(output_uri),
-                       card, frame, config, schema, engine, threshold)
+    return ScoringPlan(
+        storage.normalize(catalog_uri),
+        storage.normalize(artifact_uri),
+        storage.normalize(output_uri),
+        card,
+        frame,
+        config,
+        schema,
+        engine,
+        threshold,
+    )
 
 
 class PredictionWriter:
@@ -158,8 +186,14 @@ class PredictionWriter:
     `seconds_per_file` seconds if that is less, each appearing atomically. The time bound caps the
     work a crash loses (a rerun resumes from the files written) on slow, large runs."""
 
-    def __init__(self, directory_uri: str, schema: pa.Schema, rows_per_file: int, run_id: str,
-                 seconds_per_file: float = float("inf")):
+    def __init__(
+        self,
+        directory_uri: str,
+        schema: pa.Schema,
+        rows_per_file: int,
+        run_id: str,
+        seconds_per_file: float = float("inf"),
+    ):
         self.directory_uri, self.schema, self.rows_per_file = directory_uri, schema, rows_per_file
         self.seconds_per_file = seconds_per_file
         self.prefix = f"part-{run_id}"
@@ -170,8 +204,7 @@ class PredictionWriter:
     def add(self, table: pa.Table) -> None:
         self.pending.append(table.select(self.schema.names).cast(self.schema))
         self.pending_rows += table.num_rows
-        if (self.pending_rows >= self.rows_per_file
-                or time.monotonic() - self.last_flush >= self.seconds_per_file):
+        if self.pending_rows >= self.rows_per_file or time.monotonic() - self.last_flush >= self.seconds_per_file:
             self.flush()
 
     def flush(self) -> None:
@@ -180,8 +213,9 @@ class PredictionWriter:
         table = pa.concat_tables(self.pending).replace_schema_metadata(self.schema.metadata)
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        storage.write_bytes(storage.join(self.directory_uri, f"{self.prefix}-{self.files:05d}.parquet"),
-                            buffer.getvalue())
+        storage.write_bytes(
+            storage.join(self.directory_uri, f"{self.prefix}-{self.files:05d}.parquet"), buffer.getvalue()
+        )
         self.files += 1
         self.rows += table.num_rows
         self.pending, self.pending_rows = [], 0
@@ -208,8 +242,10 @@ def _already_scored(plan: ScoringPlan) -> set[str]:
     done = read_predictions(plan.output_uri, [IMAGE_ID, "model_version"])
     versions = set(done["model_version"].unique())
     if versions - {plan.card["version"]}:
-        raise ValueError(f"output {plan.output_uri!r} holds predictions of model version(s) {sorted(versions)}, "
-                         f"not {plan.card['version']}; choose a new --output or pass --set predict.overwrite=true")
+        raise ValueError(
+            f"output {plan.output_uri!r} holds predictions of model version(s) {sorted(versions)}, "
+            f"not {plan.card['version']}; choose a new --output or pass --set predict.overwrite=true"
+        )
     return set(done[IMAGE_ID])
 
 
@@ -223,24 +259,45 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
 
     config, predict = plan.config, plan.config.predict
     resources = fit_scoring(config.resources, predict.threads_per_actor, ClusterShape.current())
-    run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    started_at, started = datetime.now(timezone.utc), time.perf_counter()
+    run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    started_at, started = datetime.now(UTC), time.perf_counter()
     manifest: dict[str, Any] = {
-        "run_id": run_id, "status": "running", "started_at": started_at.isoformat(),
+        "run_id": run_id,
+        "status": "running",
+        "started_at": started_at.isoformat(),
         "model": {"uri": plan.artifact_uri, "name": plan.card["name"], "version": plan.card["version"]},
-        "catalog": plan.catalog_uri, "output": plan.output_uri, "engine": plan.engine,
+        "catalog": plan.catalog_uri,
+        "output": plan.output_uri,
+        "engine": plan.engine,
         "low_confidence_threshold": plan.threshold,
         "config": {"predict": config.to_dict()["predict"], "resources": dataclasses.asdict(resources)},
     }
     done = _already_scored(plan)
     storage.write_json(storage.join(plan.output_uri, RUN_FILE), manifest)
     pending = plan.frame[~plan.frame[IMAGE_ID].isin(done)]
-    logger.info("run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending))
-    writer = PredictionWriter(storage.join(plan.output_uri, PREDICTIONS_DIR), plan.schema, predict.rows_per_file, run_id,
-                              predict.seconds_per_file)
+    logger.info(
+        "run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending)
+    )
+    writer = PredictionWriter(
+        storage.join(plan.output_uri, PREDICTIONS_DIR),
+        plan.schema,
+        predict.rows_per_file,
+        run_id,
+        predict.seconds_per_file,
+    )
     if len(pending):
-        dataset = build_dataset(pending, plan.artifact_uri, plan.card, run_id, plan.engine, plan.threshold, predict,
-                                resources, config.data.rows_per_block, config.data.max_image_pixels)
+        dataset = build_dataset(
+            pending,
+            plan.artifact_uri,
+            plan.card,
+            run_id,
+            plan.engine,
+            plan.threshold,
+            predict,
+            resources,
+            config.data.rows_per_block,
+            config.data.max_image_pixels,
+        )
         with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
             for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 writer.add(table)
@@ -258,21 +315,43 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
         problems.append(f"error share {error_share:.3f} exceeds predict.max_bad_fraction={predict.max_bad_fraction}")
     if problems:
         status = "failed"
-    manifest.update({
-        "status": status, "problems": problems,
-        "counts": {"in": len(plan.frame), "out": rows_out, "scored": rows_out - errors, "errors": errors,
-                   "resumed": len(done), "scored_this_run": writer.rows, "prediction_files": len(_prediction_files(plan.output_uri))},
-        "timings": {"seconds": round(seconds, 2), "images_per_second": round(writer.rows / seconds, 1) if seconds else None,
-                    "finished_at": datetime.now(timezone.utc).isoformat()},
-        "evaluation": evaluation.get("headline"),
-    })
+    manifest.update(
+        {
+            "status": status,
+            "problems": problems,
+            "counts": {
+                "in": len(plan.frame),
+                "out": rows_out,
+                "scored": rows_out - errors,
+                "errors": errors,
+                "resumed": len(done),
+                "scored_this_run": writer.rows,
+                "prediction_files": len(_prediction_files(plan.output_uri)),
+            },
+            "timings": {
+                "seconds": round(seconds, 2),
+                "images_per_second": round(writer.rows / seconds, 1) if seconds else None,
+                "finished_at": datetime.now(UTC).isoformat(),
+            },
+            "evaluation": evaluation.get("headline"),
+        }
+    )
     storage.write_json(storage.join(plan.output_uri, RUN_FILE), manifest)
     return manifest
 
 
-def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], run_id: str, engine: str,
-                  threshold: float, predict: PredictConfig, resources: ResourcesConfig, rows_per_block: int,
-                  max_pixels: int) -> ray.data.Dataset:
+def build_dataset(
+    frame: pd.DataFrame,
+    artifact_uri: str,
+    card: dict[str, Any],
+    run_id: str,
+    engine: str,
+    threshold: float,
+    predict: PredictConfig,
+    resources: ResourcesConfig,
+    rows_per_block: int,
+    max_pixels: int,
+) -> ray.data.Dataset:
     """The Ray Data pipeline: catalog blocks → decode → a pool of `Predictor` actors.
 
     Shaped by measurements on 2 cores (MobileNetV2 224 px, 2,000 600×600 JPEGs; benchmarks/):
@@ -286,23 +365,44 @@ def build_dataset(frame: pd.DataFrame, artifact_uri: str, card: dict[str, Any], 
     """
     actors = int(resources.actors)  # fitted to the cluster by `score` (pipeline/resources.py)
     fused = decode_in_actors(resources, actors)
-    logger.info("scoring with %d %s actor(s), decoding %s", actors, "GPU" if resources.gpu else "CPU",
-                "in them" if fused else "in separate tasks")
+    logger.info(
+        "scoring with %d %s actor(s), decoding %s",
+        actors,
+        "GPU" if resources.gpu else "CPU",
+        "in them" if fused else "in separate tasks",
+    )
     count = min(10_000, max(-(-len(frame) // rows_per_block), min(len(frame), actors), 1))
     bounds = np.linspace(0, len(frame), count + 1).astype(int)
     blocks = [frame.iloc[start:stop].reset_index(drop=True) for start, stop in zip(bounds[:-1], bounds[1:])]
     spec = card["input"]
     return (
         ray.data.from_blocks(blocks)
-        .map_batches(images.decode_batch, batch_format="numpy", num_cpus=resources.cpus_per_actor if fused else 1,
-                     fn_kwargs={"image_size": spec["image_size"], "max_pixels": max_pixels,
-                                "resize_method": spec.get("resize_method", "bilinear")})
-        .map_batches(Predictor, batch_format="numpy", batch_size=predict.batch_size,
-                     compute=ray.data.ActorPoolStrategy(size=actors),
-                     num_cpus=resources.cpus_per_actor, num_gpus=1 if resources.gpu else 0,
-                     fn_constructor_kwargs={"artifact_uri": artifact_uri, "card": card, "run_id": run_id,
-                                            "top_k": predict.top_k,
-                                            "low_confidence_threshold": threshold,
-                                            "engine": engine, "threads": predict.threads_per_actor,
-                                            "gpu": resources.gpu})
+        .map_batches(
+            images.decode_batch,
+            batch_format="numpy",
+            num_cpus=resources.cpus_per_actor if fused else 1,
+            fn_kwargs={
+                "image_size": spec["image_size"],
+                "max_pixels": max_pixels,
+                "resize_method": spec.get("resize_method", "bilinear"),
+            },
+        )
+        .map_batches(
+            Predictor,
+            batch_format="numpy",
+            batch_size=predict.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=resources.cpus_per_actor,
+            num_gpus=1 if resources.gpu else 0,
+            fn_constructor_kwargs={
+                "artifact_uri": artifact_uri,
+                "card": card,
+                "run_id": run_id,
+                "top_k": predict.top_k,
+                "low_confidence_threshold": threshold,
+                "engine": engine,
+                "threads": predict.threads_per_actor,
+                "gpu": resources.gpu,
+            },
+        )
     )

@@ -1,4 +1,5 @@
 """The train/val/test split: stratified, seeded, made once per training run and persisted."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,10 +38,16 @@ def make_split(frame: pd.DataFrame, val_fraction: float, test_fraction: float, s
         n_val = max(1, round(count * val_fraction)) if count >= 2 else 0
         n_test = min(n_test, max(0, count - n_val - 1))
         assignment[members[:n_test]] = "test"
-        assignment[members[n_test:n_test + n_val]] = "val"
+        assignment[members[n_test : n_test + n_val]] = "val"
         if count < 20:
-            logger.warning("class %r has only %d images: %d train / %d val / %d test; its metrics "
-                           "will be noisy", label, count, count - n_val - n_test, n_val, n_test)
+            logger.warning(
+                "class %r has only %d images: %d train / %d val / %d test; its metrics will be noisy",
+                label,
+                count,
+                count - n_val - n_test,
+                n_val,
+                n_test,
+            )
     result = frame.copy()
     result[SPLIT] = assignment
     return result
@@ -49,8 +56,11 @@ def make_split(frame: pd.DataFrame, val_fraction: float, test_fraction: float, s
 def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     """{split: {label: count}} for the model card."""
     table = frame.groupby([SPLIT, LABEL]).size()
-    return {split: {str(label): int(count) for label, count in table[split].items()}
-            for split in SPLITS if split in table.index.get_level_values(0)}
+    return {
+        split: {str(label): int(count) for label, count in table[split].items()}
+        for split in SPLITS
+        if split in table.index.get_level_values(0)
+    }
 
 
 def split_hash(frame: pd.DataFrame) -> str:

@@ -3,6 +3,7 @@
 S3 endpoint and credentials come from the standard AWS_* variables (AWS_ENDPOINT_URL for
 S3-compatible stores), so the same code talks to AWS, MinIO or moto's server.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def normalize(uri: str) -> str:
     if "\x00" in uri:
         raise ValueError(f"URI {uri!r} contains a NUL byte")
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if is_remote(uri):
         return uri.rstrip("/") if uri.count("/") > 3 else uri
     return os.path.abspath(os.path.expanduser(uri))
@@ -125,8 +126,9 @@ def find(uri: str) -> list[tuple[str, int]]:
     """Lists every file under a URI recursively as (full URI, size)."""
     fs, path = filesystem(uri)
     found = fs.find(path, detail=True)
-    return sorted((to_uri(fs, name), int(info.get("size") or 0)) for name, info in found.items()
-                  if info.get("type") == "file")
+    return sorted(
+        (to_uri(fs, name), int(info.get("size") or 0)) for name, info in found.items() if info.get("type") == "file"
+    )
 
 
 def remove(uri: str) -> None:
@@ -149,7 +151,7 @@ def download_directory(uri: str, local_dir: str) -> None:
     """Copies every file under a URI into a local directory."""
     base = normalize(uri)
     for file_uri, _ in find(base):
-        relative = file_uri[len(base):].lstrip("/")
+        relative = file_uri[len(base) :].lstrip("/")
         target = os.path.join(local_dir, relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as handle:
@@ -168,8 +170,9 @@ def check_writable(uri: str) -> None:
         write_bytes(probe, b"ok")
         remove(probe)
     except Exception as error:  # any backend error means "not writable" to the user
-        raise ValueError(f"output {uri!r} cannot be written ({type(error).__name__}: {error}); "
-                         "choose a writable --output") from error
+        raise ValueError(
+            f"output {uri!r} cannot be written ({type(error).__name__}: {error}); choose a writable --output"
+        ) from error
 
 
 def _fingerprint(info: dict) -> str:

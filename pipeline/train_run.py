@@ -1,16 +1,16 @@
 """One training run end to end: check inputs, split, train each model, write artifacts and the
 comparison. `jobs.train` is a thin shell around `prepare_training` and `run_training`."""
+
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,8 @@ import ray
 from models import get_entry
 from pipeline import artifacts, reports, storage
 from pipeline.artifacts import WeightsChoice
-from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
+from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
 from pipeline.metrics import summarize
@@ -56,36 +56,46 @@ def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> Tr
         get_entry(name)
     frame = read_catalog_frame(catalog_uri)
     if not has_labels(frame) or frame[LABEL].isna().any():
-        raise ValueError(f"catalog {catalog_uri!r} must be labelled for training (a <root>/<label>/ tree or "
-                         "a manifest with a label on every row)")
+        raise ValueError(
+            f"catalog {catalog_uri!r} must be labelled for training (a <root>/<label>/ tree or "
+            "a manifest with a label on every row)"
+        )
     _check_no_empty_classes(catalog_uri, frame)
     label_index = LabelIndex.fit(frame[LABEL])
     if len(label_index) < 2:
-        raise ValueError(f"catalog {catalog_uri!r} has one class ({label_index.class_names[0]!r}); "
-                         "a classifier needs at least two")
+        raise ValueError(
+            f"catalog {catalog_uri!r} has one class ({label_index.class_names[0]!r}); a classifier needs at least two"
+        )
     data = config.data
     frame = make_split(frame, data.val_fraction, data.test_fraction, data.seed)
     needed = config.resources.workers * config.train.batch_size_per_worker
     train_rows = int((frame[SPLIT] == "train").sum())
     if train_rows < needed:
-        raise ValueError(f"the train split has {train_rows} images but one step needs workers × "
-                         f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker")
+        raise ValueError(
+            f"the train split has {train_rows} images but one step needs workers × "
+            f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
+        )
     weights = None
     if "mobilenet_v2" in config.model.names:
-        weights = artifacts.resolve_weights(config.model.weights, config.model.weights_fallback,
-                                            config.model.image_size)
+        weights = artifacts.resolve_weights(
+            config.model.weights, config.model.weights_fallback, config.model.image_size
+        )
         logger.info("mobilenet_v2 weights: %s", weights.source)
     storage.check_writable(output_uri)
-    run_name = config.train.run_name or datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
-    return TrainingPlan(storage.normalize(catalog_uri), storage.normalize(output_uri), config, frame,
-                        label_index, weights, run_name)
+    run_name = config.train.run_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
+    return TrainingPlan(
+        storage.normalize(catalog_uri), storage.normalize(output_uri), config, frame, label_index, weights, run_name
+    )
 
 
 def _check_no_empty_classes(catalog_uri: str, frame: pd.DataFrame) -> None:
     if catalog_uri.lower().endswith((".csv", ".parquet", ".pq")):
         return
-    folders = {os.path.basename(uri.rstrip("/")) for uri in storage.listdir(catalog_uri)
-               if storage.filesystem(uri)[0].isdir(storage.filesystem(uri)[1])}
+    folders = {
+        os.path.basename(uri.rstrip("/"))
+        for uri in storage.listdir(catalog_uri)
+        if storage.filesystem(uri)[0].isdir(storage.filesystem(uri)[1])
+    }
     empty = sorted(folders - set(frame[LABEL].unique()))
     if empty:
         raise ValueError(f"class folder(s) {empty} in {catalog_uri!r} hold no images; add images or remove them")
@@ -108,27 +118,35 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     else:
         class_weights = np.ones(len(plan.label_index), dtype=np.float32)
     logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
-    datasets, skipped = build_datasets(plan.frame, plan.label_index, config.model.image_size, config.data,
-                                       config.augment, config.train.imbalance)
+    datasets, skipped = build_datasets(
+        plan.frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance
+    )
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
     for name in config.model.names:
         entry = get_entry(name)
         worker_config = WorkerConfig(
-            model_name=name, num_classes=len(plan.label_index), image_size=config.model.image_size,
+            model_name=name,
+            num_classes=len(plan.label_index),
+            image_size=config.model.image_size,
             # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
             two_phase=entry.two_phase and plan.weights is not None and plan.weights.uri is not None,
             weights=plan.weights.uri if plan.weights else None,
-            dropout=config.model.dropout, class_weights=tuple(float(w) for w in class_weights),
-            train=config.train, workers=config.resources.workers,
-            cpus_per_worker=config.resources.cpus_per_worker, gpu=config.resources.gpu)
+            dropout=config.model.dropout,
+            class_weights=tuple(float(w) for w in class_weights),
+            train=config.train,
+            workers=config.resources.workers,
+            cpus_per_worker=config.resources.cpus_per_worker,
+            gpu=config.resources.gpu,
+        )
         started = time.perf_counter()
         result = fit(name, datasets, worker_config, config.resources, storage_path, f"{plan.run_name}-{name}")
         if result.error:
             raise result.error
         seconds = time.perf_counter() - started
-        results[name] = _write_artifact(plan, name, result, datasets, counts, skipped, class_weights,
-                                        worker_config, seconds)
+        results[name] = _write_artifact(
+            plan, name, result, datasets, counts, skipped, class_weights, worker_config, seconds
+        )
     if len(results) > 1:
         write_comparison(plan.output_uri, results, plan.label_index.class_names)
     return results
@@ -144,9 +162,17 @@ def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple
     return np.concatenate(labels), np.concatenate(probabilities), probe
 
 
-def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, ray.data.Dataset],
-                    counts: dict, skipped: dict, class_weights: np.ndarray, worker_config: WorkerConfig,
-                    seconds: float) -> dict[str, Any]:
+def _write_artifact(
+    plan: TrainingPlan,
+    name: str,
+    result,
+    datasets: dict[str, ray.data.Dataset],
+    counts: dict,
+    skipped: dict,
+    class_weights: np.ndarray,
+    worker_config: WorkerConfig,
+    seconds: float,
+) -> dict[str, Any]:
     artifact_uri = storage.join(plan.output_uri, name)
     with tempfile.TemporaryDirectory() as local, result.checkpoint.as_directory() as checkpoint_dir:
         with open(os.path.join(checkpoint_dir, "state.json")) as handle:
@@ -164,7 +190,8 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
         test_probabilities = apply_temperature(test_raw, temperature)
         test_metrics = summarize(test_labels, test_probabilities, class_names)
         calibration = {
-            "method": "temperature scaling fitted on the validation split", "temperature": temperature,
+            "method": "temperature scaling fitted on the validation split",
+            "temperature": temperature,
             "validation_ece_before": summarize(val_labels, val_raw, class_names)["expected_calibration_error"],
             "validation_ece_after": summarize(val_labels, val_probabilities, class_names)["expected_calibration_error"],
             "test_ece_before": summarize(test_labels, test_raw, class_names)["expected_calibration_error"],
@@ -179,13 +206,17 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
             "version": artifacts.content_version(model_path),
             "class_names": list(plan.label_index.class_names),
             "input": spec.to_dict(),
-            "weights_source": (plan.weights.source if plan.weights and name == "mobilenet_v2"
-                               else "none (trained from scratch)"),
+            "weights_source": (
+                plan.weights.source if plan.weights and name == "mobilenet_v2" else "none (trained from scratch)"
+            ),
             "config": plan.config.to_dict(),
             "catalog": plan.catalog_uri,
             "run_name": plan.run_name,
-            "schedule": ("head, then fine-tune the last base layers" if worker_config.two_phase
-                         else "single phase, all layers trainable"),
+            "schedule": (
+                "head, then fine-tune the last base layers"
+                if worker_config.two_phase
+                else "single phase, all layers trainable"
+            ),
             "workers": worker_config.workers,
             "batch_size_per_worker": worker_config.train.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,
@@ -193,8 +224,12 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],
             "resumed_at_epochs": state.get("resumed_at_epochs", []),
-            "split": {"counts": counts, "hash": split_hash(plan.frame), "seed": plan.config.data.seed,
-                      "undecodable_images_left_out": skipped},
+            "split": {
+                "counts": counts,
+                "hash": split_hash(plan.frame),
+                "seed": plan.config.data.seed,
+                "undecodable_images_left_out": skipped,
+            },
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
             "test": test_metrics,
             "onnx": onnx,
@@ -202,7 +237,7 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
             "review": review,
             "training_seconds": round(seconds, 1),
             "library_versions": artifacts.library_versions(),
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
         }
         split_table = plan.frame[[IMAGE_ID, IMAGE_URI, LABEL, SPLIT]]
         with open(os.path.join(local, "split.csv"), "w") as handle:
@@ -214,10 +249,19 @@ def _write_artifact(plan: TrainingPlan, name: str, result, datasets: dict[str, r
         with open(os.path.join(local, artifacts.CARD_FILE), "w") as handle:
             json.dump(card, handle, indent=2)
         storage.upload_directory(local, artifact_uri)
-    logger.info("%s: test accuracy %.4f, macro-F1 %.4f → %s", name, test_metrics["accuracy"],
-                test_metrics["macro"]["f1"], artifact_uri)
-    return {"artifact": artifact_uri, "version": card["version"], "test": test_metrics,
-            "weights_source": card["weights_source"]}
+    logger.info(
+        "%s: test accuracy %.4f, macro-F1 %.4f → %s",
+        name,
+        test_metrics["accuracy"],
+        test_metrics["macro"]["f1"],
+        artifact_uri,
+    )
+    return {
+        "artifact": artifact_uri,
+        "version": card["version"],
+        "test": test_metrics,
+        "weights_source": card["weights_source"],
+    }
 
 
 def write_comparison(output_uri: str, results: dict[str, Any], class_names: tuple[str, ...]) -> None:
@@ -228,7 +272,9 @@ def write_comparison(output_uri: str, results: dict[str, Any], class_names: tupl
     for name, result in results.items():
         test = result["test"]
         per_class = " | ".join(f"{row['f1']:.3f}" for row in test["per_class"])
-        lines.append(f"| {name} | {test['accuracy']:.4f} | {test['loss']:.4f} | {test['macro']['f1']:.4f} | {per_class} |")
+        lines.append(
+            f"| {name} | {test['accuracy']:.4f} | {test['loss']:.4f} | {test['macro']['f1']:.4f} | {per_class} |"
+        )
     support = ", ".join(f"{row['label']}={row['support']}" for row in next(iter(results.values()))["test"]["per_class"])
     lines += ["", f"Test split support per class: {support}. Classes with under 20 test images give noisy F1."]
     storage.write_text(storage.join(output_uri, "comparison.md"), "\n".join(lines) + "\n")

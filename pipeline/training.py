@@ -3,6 +3,7 @@
 Keras 3 `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the loop
 is a `tf.function` step run through `strategy.run`; the same code serves 1 and N workers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,9 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.train
+from ray.data import RandomSeedConfig
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
-from ray.data import RandomSeedConfig
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline import images
@@ -47,8 +48,9 @@ FINAL_MODEL = "model.keras"
 
 # --------------------------------------------------------------------------- data
 
+
 def class_weight_vector(train_indices: np.ndarray, num_classes: int) -> np.ndarray:
-    """"Balanced" class weights as a vector indexed by integer class id.
+    """ "Balanced" class weights as a vector indexed by integer class id.
 
     A vector (not a dict keyed by names) is what the loss gathers from, so a weight can never be
     silently ignored for a key mismatch, the defect of the original study.
@@ -71,7 +73,7 @@ def oversample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     largest = frame[LABEL].value_counts().max()
     parts = [frame]
-    for label, group in frame.groupby(LABEL):
+    for _, group in frame.groupby(LABEL):
         extra = largest - len(group)
         if extra > 0:
             parts.append(group.iloc[rng.integers(0, len(group), size=extra)])
@@ -108,8 +110,14 @@ def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict
     return {IMAGE: pixels, LABEL_INDEX: batch[LABEL_INDEX]}
 
 
-def build_datasets(frame: pd.DataFrame, label_index: LabelIndex, image_size: int, data: DataConfig,
-                   augment: AugmentConfig, imbalance: str) -> tuple[dict[str, ray.data.Dataset], dict[str, int]]:
+def build_datasets(
+    frame: pd.DataFrame,
+    label_index: LabelIndex,
+    image_size: int,
+    data: DataConfig,
+    augment: AugmentConfig,
+    imbalance: str,
+) -> tuple[dict[str, ray.data.Dataset], dict[str, int]]:
     """Decodes each split once and returns Ray Datasets; only `train` is augmented/oversampled.
 
     Returns:
@@ -120,12 +128,19 @@ def build_datasets(frame: pd.DataFrame, label_index: LabelIndex, image_size: int
         rows = frame[frame[SPLIT] == split]
         if split == "train" and imbalance in ("oversample", "both"):
             rows = oversample(rows, data.seed)
-        table = pd.DataFrame({IMAGE_URI: rows[IMAGE_URI].to_numpy(),
-                              LABEL_INDEX: label_index.encode(rows[LABEL]).to_numpy()})
+        table = pd.DataFrame(
+            {IMAGE_URI: rows[IMAGE_URI].to_numpy(), LABEL_INDEX: label_index.encode(rows[LABEL]).to_numpy()}
+        )
         blocks = max(1, min(64, len(table) // data.rows_per_block + 1))
-        decoded = (ray.data.from_pandas(table).repartition(blocks)
-                   .map_batches(images.decode_batch, batch_format="numpy",
-                                fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels}))
+        decoded = (
+            ray.data.from_pandas(table)
+            .repartition(blocks)
+            .map_batches(
+                images.decode_batch,
+                batch_format="numpy",
+                fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels},
+            )
+        )
         flagged = decoded.map_batches(_keep_decoded, batch_format="numpy").materialize()
         skipped[split] = len(table) - flagged.count()
         if skipped[split]:
@@ -135,12 +150,14 @@ def build_datasets(frame: pd.DataFrame, label_index: LabelIndex, image_size: int
             # would give every epoch the same batches.
             shuffle_seed = RandomSeedConfig(seed=data.seed, reseed_after_execution=True)
             flagged = flagged.random_shuffle(seed=shuffle_seed).map_batches(
-                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment)})
+                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment)}
+            )
         datasets[split] = flagged
     return datasets, skipped
 
 
 # --------------------------------------------------------------------------- worker loop
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -230,15 +247,18 @@ def _make_train_step(strategy, model, optimizer, class_weights, global_batch_siz
             loss = weighted_loss(labels, probabilities, class_weights, global_batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), labels),
-                                        tf.float32))
+        correct = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), labels), tf.float32)
+        )
         return loss, correct
 
     @tf.function
     def distributed_step(images_batch, labels):
         loss, correct = strategy.run(step, args=(images_batch, labels))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+        )
 
     return distributed_step
 
@@ -257,8 +277,13 @@ def _evaluate(model, iterator, batch_size: int, beat: Callable[[], None]) -> tup
         probabilities = predict(batch[IMAGE])
         labels = batch[LABEL_INDEX]
         total_loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
-        correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32),
-                                                         tf.cast(labels, tf.int32)), tf.float32)))
+        correct += float(
+            tf.reduce_sum(
+                tf.cast(
+                    tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(labels, tf.int32)), tf.float32
+                )
+            )
+        )
         count += int(labels.shape[0])
         beat()
     return total_loss / max(count, 1), correct / max(count, 1)
@@ -342,14 +367,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger.info("resumed %s at phase %d, epoch %d", settings.model_name, state.phase, state.epochs_done)
 
     train = settings.train
-    phases = [("head" if settings.two_phase else "train",
-               train.head_epochs if settings.two_phase else train.epochs, train.learning_rate)]
+    phases = [
+        (
+            "head" if settings.two_phase else "train",
+            train.head_epochs if settings.two_phase else train.epochs,
+            train.learning_rate,
+        )
+    ]
     if settings.two_phase and train.fine_tune_epochs > 0:
         phases.append(("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate))
     patience = train.transfer_patience if settings.two_phase else train.cnn_patience
     if rank == 0:
-        logger.info("training %s: batch_size_per_worker=%d global_batch_size=%d workers=%d",
-                    settings.model_name, train.batch_size_per_worker, settings.global_batch_size, settings.workers)
+        logger.info(
+            "training %s: batch_size_per_worker=%d global_batch_size=%d workers=%d",
+            settings.model_name,
+            train.batch_size_per_worker,
+            settings.global_batch_size,
+            settings.workers,
+        )
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
@@ -375,10 +410,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 beat()
             val_loss, val_accuracy = _evaluate(model, val_data, train.batch_size_per_worker * 2, beat)
             val_loss = _agree(strategy, val_loss)
-            row = {"phase": phase_name, "epoch": state.epochs_done + 1, "loss": loss_sum / max(steps, 1),
-                   "accuracy": correct / max(steps * settings.global_batch_size, 1), "val_loss": val_loss,
-                   "val_accuracy": val_accuracy, "steps": steps, "seconds": time.perf_counter() - started,
-                   "optimizer_steps": int(optimizer.iterations.numpy()), "rss_mb": _rss_mb()}
+            row = {
+                "phase": phase_name,
+                "epoch": state.epochs_done + 1,
+                "loss": loss_sum / max(steps, 1),
+                "accuracy": correct / max(steps * settings.global_batch_size, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "steps": steps,
+                "seconds": time.perf_counter() - started,
+                "optimizer_steps": int(optimizer.iterations.numpy()),
+                "rss_mb": _rss_mb(),
+            }
             state.history.append(row)
             state.epochs_done += 1
             state.epoch_in_phase += 1
@@ -395,14 +438,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # At a phase's end the next phase starts a fresh optimizer: nothing to carry over.
             _report(rank, row, state, model, best_weights, optimizer=None if phase_over else optimizer)
             if stop:
-                logger.info("early stopping %s in phase %s at epoch %d (best epoch %d)", settings.model_name,
-                            phase_name, state.epochs_done, state.best_epoch)
+                logger.info(
+                    "early stopping %s in phase %s at epoch %d (best epoch %d)",
+                    settings.model_name,
+                    phase_name,
+                    state.epochs_done,
+                    state.best_epoch,
+                )
             if phase_over:
                 break
     state.done = True
     _assign_by_path(model, best_weights)
-    _report(rank, {"final": True, "best_epoch": state.best_epoch, "best_val_loss": state.best_val_loss},
-            state, model, best_weights, final=True)
+    _report(
+        rank,
+        {"final": True, "best_epoch": state.best_epoch, "best_val_loss": state.best_val_loss},
+        state,
+        model,
+        best_weights,
+        final=True,
+    )
 
 
 def _restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
@@ -410,15 +464,20 @@ def _restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
     same order. A mismatch (another Keras version, say) keeps the fresh state and says so."""
     variables = list(optimizer.variables)
     if len(variables) != len(values) or any(tuple(v.shape) != value.shape for v, value in zip(variables, values)):
-        logger.warning("checkpointed optimizer state does not match this optimizer (%d vs %d variables); "
-                       "the phase continues with fresh Adam moments", len(values), len(variables))
+        logger.warning(
+            "checkpointed optimizer state does not match this optimizer (%d vs %d variables); "
+            "the phase continues with fresh Adam moments",
+            len(values),
+            len(variables),
+        )
         return
     for variable, value in zip(variables, values):
         variable.assign(value)
 
 
-def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, best_weights, final: bool = False,
-            optimizer=None):
+def _report(
+    rank: int, metrics: dict[str, Any], state: TrainingState, model, best_weights, final: bool = False, optimizer=None
+):
     """Every rank reports; only rank 0 attaches the checkpoint (all ranks hold the same weights and
     optimizer state)."""
     if rank != 0:
@@ -430,14 +489,17 @@ def _report(rank: int, metrics: dict[str, Any], state: TrainingState, model, bes
         _save_npz(os.path.join(directory, CURRENT_WEIGHTS), _weights_by_path(model))
         _save_npz(os.path.join(directory, BEST_WEIGHTS), best_weights)
         if optimizer is not None:
-            _save_npz(os.path.join(directory, OPTIMIZER_STATE),
-                      {f"{index:05d}": np.asarray(variable.numpy()) for index, variable in enumerate(optimizer.variables)})
+            _save_npz(
+                os.path.join(directory, OPTIMIZER_STATE),
+                {f"{index:05d}": np.asarray(variable.numpy()) for index, variable in enumerate(optimizer.variables)},
+            )
         if final:
             model.save(os.path.join(directory, FINAL_MODEL))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
 # --------------------------------------------------------------------------- driver
+
 
 def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
     """Ray Train workers from config: `--gpu` is the one switch that gives each worker one GPU."""
@@ -447,8 +509,14 @@ def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu, resources_per_worker=per_worker)
 
 
-def fit(model_name: str, datasets: dict[str, ray.data.Dataset], worker_config: WorkerConfig,
-        resources: ResourcesConfig, storage_path: str, run_name: str) -> ray.train.Result:
+def fit(
+    model_name: str,
+    datasets: dict[str, ray.data.Dataset],
+    worker_config: WorkerConfig,
+    resources: ResourcesConfig,
+    storage_path: str,
+    run_name: str,
+) -> ray.train.Result:
     """Runs one model's data-parallel training; returns Ray's result (final checkpoint included).
 
     A rerun with the same `run_name` and `storage_path` resumes from the latest checkpoint. Workers
@@ -463,12 +531,20 @@ def fit(model_name: str, datasets: dict[str, ray.data.Dataset], worker_config: W
         scaling_config=scaling,
         datasets={"train": datasets["train"], "val": datasets["val"]},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=RunConfig(name=run_name, storage_path=storage_path,
-                             checkpoint_config=CheckpointConfig(num_to_keep=worker_config.train.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=worker_config.train.max_failures)),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=worker_config.train.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=worker_config.train.max_failures),
+        ),
     )
-    logger.info("fitting %s with %d worker(s) × %g CPU%s", model_name, resources.workers,
-                resources.cpus_per_worker, " + 1 GPU" if resources.gpu else "")
+    logger.info(
+        "fitting %s with %d worker(s) × %g CPU%s",
+        model_name,
+        resources.workers,
+        resources.cpus_per_worker,
+        " + 1 GPU" if resources.gpu else "",
+    )
     # Ray Train installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C (or the
     # watchdog's interrupt) in this process would then abort a controller that no longer exists.
     on_main_thread = threading.current_thread() is threading.main_thread()

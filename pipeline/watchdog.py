@@ -9,6 +9,7 @@ the cases it can see; this watchdog catches the rest: when nothing has progresse
 Progress is a beat: the scoring driver beats per batch of predictions it receives; training
 workers beat per step through a small named `Heartbeat` actor, which the driver polls.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -39,8 +40,9 @@ class Watchdog:
     example by Ray Train workers).
     """
 
-    def __init__(self, what: str, timeout: float, probe: Callable[[], float] | None = None,
-                 poll_seconds: float | None = None):
+    def __init__(
+        self, what: str, timeout: float, probe: Callable[[], float] | None = None, poll_seconds: float | None = None
+    ):
         self.what, self.timeout, self.probe = what, timeout, probe
         self.poll_seconds = poll_seconds or max(0.5, min(30.0, timeout / 10))
         self.last = time.time()
@@ -65,10 +67,12 @@ class Watchdog:
             idle = time.time() - self._latest()
             if idle < self.timeout:
                 continue
-            self.stalled = (f"{self.what} made no progress for {idle:.0f} s (resources.stall_timeout_s="
-                            f"{self.timeout:g}); Ray is most likely waiting for resources the cluster "
-                            "does not have: check `ray status`, or raise resources.stall_timeout_s if "
-                            "one step really takes this long")
+            self.stalled = (
+                f"{self.what} made no progress for {idle:.0f} s (resources.stall_timeout_s="
+                f"{self.timeout:g}); Ray is most likely waiting for resources the cluster "
+                "does not have: check `ray status`, or raise resources.stall_timeout_s if "
+                "one step really takes this long"
+            )
             logger.error("%s", self.stalled)
             _thread.interrupt_main()
             if not self._stop.wait(UNWIND_SECONDS):
@@ -82,8 +86,9 @@ class Watchdog:
             self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._stop.set()
         # The interrupt arrives as KeyboardInterrupt, or as SystemExit where Ray Train's SIGINT
         # handler aborts the run first; either way the caller sees why.

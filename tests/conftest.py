@@ -1,4 +1,5 @@
 """Shared fixtures: a module-scoped local Ray, generated catalogs, a trained tiny artifact."""
+
 from __future__ import annotations
 
 import os

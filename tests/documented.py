@@ -4,6 +4,7 @@ Tests run what these functions return, so an edit to the README or a manifest ch
 tests run. The only changes allowed are the substitutions the README itself names (HEAD, TOKEN,
 BUCKET, the S3 endpoint) and, for k8s/, the image: the test's image is this checkout.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ README = REPO / "README.md"
 K8S = REPO / "k8s"
 # The placeholders the README's cluster section names, and the endpoint its commands carry.
 README_HEAD = "http://HEAD:8265"
-README_TOKEN = "TOKEN"
+README_TOKEN = "RAY_AUTH_TOKEN=TOKEN"
 README_BUCKET = "BUCKET"
 README_ENDPOINT = "https://s3.example.com"
 IMAGE_APP_DIR = "/home/ray/app"  # docker/Dockerfile's WORKDIR, where the image holds this checkout
@@ -56,7 +57,7 @@ def shell_commands(block: str) -> list[str]:
 def job_argv(command: str) -> list[str]:
     """`python -m jobs.X ...` out of a `ray job submit ... -- python -m jobs.X ...` command."""
     argv = shlex.split(command)
-    return argv[argv.index("--") + 1:] if "--" in argv else argv
+    return argv[argv.index("--") + 1 :] if "--" in argv else argv
 
 
 def readme_usage() -> dict[str, set[str]]:
@@ -87,11 +88,14 @@ def render_k8s(workdir: Path, settings: dict[str, str]) -> list[dict[str, Any]]:
     shutil.copytree(K8S, workdir)
     text = (workdir / "kustomization.yaml").read_text()
     for key, value in settings.items():
-        text, count = re.subn(rf"^(\s*- {key}=).*$", lambda match: match.group(1) + value, text, flags=re.MULTILINE)
+        text, count = re.subn(
+            rf"^(\s*- {key}=).*$", lambda match, value=value: match.group(1) + value, text, flags=re.MULTILINE
+        )
         assert count == 1, f"kustomization.yaml has no {key} setting"
     (workdir / "kustomization.yaml").write_text(text)
-    rendered = subprocess.run([kubectl, "kustomize", str(workdir)], capture_output=True, text=True, timeout=120,
-                              check=True).stdout
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(workdir)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
@@ -119,8 +123,13 @@ def k8s_commands(docs: list[dict[str, Any]]) -> list[K8sCommand]:
 
 def raw_k8s_entrypoints() -> list[tuple[str, list[str]]]:
     """(where, job argv) for every job command in k8s/ as committed (no rendering, no kubectl)."""
-    docs = [doc for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"
-            for doc in yaml.safe_load_all(path.read_text()) if doc]
+    docs = [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
     found = []
     for command in k8s_commands(docs):
         found.append((command.where, job_argv(command.entrypoint)))

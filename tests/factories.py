@@ -1,4 +1,5 @@
 """Tiny seeded images and catalogs: one colour per class so a small CNN learns them in an epoch."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int
     return Image.fromarray(pixels, "RGB")
 
 
-def make_tree_catalog(root: str, counts: dict[str, int], seed: int = 0, size: int = 32,
-                      extension: str = ".png") -> str:
+def make_tree_catalog(root: str, counts: dict[str, int], seed: int = 0, size: int = 32, extension: str = ".png") -> str:
     """Writes `<root>/<label>/<n>.png` images, one colour per label."""
     rng = np.random.default_rng(seed)
     for index, (label, count) in enumerate(counts.items()):
@@ -32,8 +32,7 @@ def make_tree_catalog(root: str, counts: dict[str, int], seed: int = 0, size: in
     return root
 
 
-def make_artifact(directory: str, class_names: list[str], image_size: int = 32, epochs: int = 12,
-                  seed: int = 0) -> str:
+def make_artifact(directory: str, class_names: list[str], image_size: int = 32, epochs: int = 12, seed: int = 0) -> str:
     """A real, small trained custom_cnn artifact (plain Keras fit on colour images, no Ray)."""
     import json
 
@@ -58,8 +57,13 @@ def make_artifact(directory: str, class_names: list[str], image_size: int = 32, 
     from pipeline.engines import export_onnx
 
     onnx = export_onnx(model, directory, np.stack(images[:16]).astype("float32"))
-    card = {"name": "custom_cnn", "version": content_version(model_path), "class_names": list(class_names),
-            "input": get_entry("custom_cnn").input_spec(image_size).to_dict(), "onnx": onnx}
+    card = {
+        "name": "custom_cnn",
+        "version": content_version(model_path),
+        "class_names": list(class_names),
+        "input": get_entry("custom_cnn").input_spec(image_size).to_dict(),
+        "onnx": onnx,
+    }
     with open(os.path.join(directory, "model_card.json"), "w") as handle:
         json.dump(card, handle)
     return directory
@@ -89,7 +93,7 @@ def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
     write("truncated.jpg", jpeg[: len(jpeg) // 2])
     write("random_bytes.jpg", np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     write("text.png", b"this is not an image, just text\n" * 10)
-    grey16 = (np.asarray(upright.convert("L"), dtype=np.uint16) * 257)
+    grey16 = np.asarray(upright.convert("L"), dtype=np.uint16) * 257
     write("grey16.png", encoded(Image.fromarray(grey16), "PNG"))
     write("cmyk.jpg", encoded(upright.convert("CMYK"), "JPEG"))
     palette = upright.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
@@ -106,6 +110,11 @@ def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
     write("bomb.png", bomb)
     return paths

@@ -1,6 +1,7 @@
 """The held-out accuracy benchmark end to end in its CI mode (`--tiny`): a product custom_cnn trained on
 Ray Train and scored through Ray Data, and the fixed baseline CNN, on the shipped catalogs. Checks the
 shape of what it writes, never accuracy (one 32 px epoch says nothing about the models)."""
+
 from __future__ import annotations
 
 import json

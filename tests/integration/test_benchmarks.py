@@ -2,6 +2,7 @@
 
 No timing assertions: how fast things are is what the benchmarks report, not what tests decide.
 """
+
 from __future__ import annotations
 
 import json

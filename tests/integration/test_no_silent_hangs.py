@@ -4,6 +4,7 @@
 The usage lines come from the README's "Using it" synopsis: each run uses only flags it offers,
 with values small enough for CI, and every resource setting left at its default.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,9 @@ import time
 import pytest
 
 from jobs.config import load_config
-from pipeline.training import WorkerConfig, build_datasets, fit
-from pipeline.splits import make_split
 from pipeline.catalog import LabelIndex, read_catalog_frame
+from pipeline.splits import make_split
+from pipeline.training import WorkerConfig, build_datasets, fit
 from pipeline.watchdog import StalledError
 from tests import documented
 from tests.conftest import REPO
@@ -93,8 +94,17 @@ def test_readme_usage_lines_with_defaults_finish_on_two_cpus_despite_a_stale_clu
     assert card["config"]["resources"]["cpus_per_worker"] == 0.5 and card["workers"] == 2
     print(f"train usage line: {took:.0f} s")
 
-    scored = run_job("jobs.score", "--catalog", catalog, "--model", os.path.join(models, "custom_cnn"),
-                     "--output", scores, *SCORE_FLAGS, *TWO_CPUS)
+    scored = run_job(
+        "jobs.score",
+        "--catalog",
+        catalog,
+        "--model",
+        os.path.join(models, "custom_cnn"),
+        "--output",
+        scores,
+        *SCORE_FLAGS,
+        *TWO_CPUS,
+    )
     assert scored.returncode == 0, scored.stderr[-4000:]
     run = json.load(open(os.path.join(scores, "run.json")))
     assert run["status"] == "completed" and run["counts"]["out"] == 120
@@ -105,18 +115,43 @@ def test_a_ray_address_that_is_gone_exits_2_in_seconds_naming_it(catalog, color_
     address = f"127.0.0.1:{closed_port()}"
     env = dict(os.environ, RAY_ADDRESS=address)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", color_artifact,
-                             "--output", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.score",
+            "--catalog",
+            catalog,
+            "--model",
+            color_artifact,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"RAY_ADDRESS='{address}' (from the environment)" in result.stderr and "does not answer" in result.stderr
     assert time.monotonic() - started < 60
 
 
 def worker_config(resources, train, heartbeat_classes: int = 3) -> WorkerConfig:
-    return WorkerConfig(model_name="custom_cnn", num_classes=heartbeat_classes, image_size=32, two_phase=False,
-                        weights=None, dropout=0.5, class_weights=(1.0,) * heartbeat_classes, train=train,
-                        workers=resources.workers, cpus_per_worker=resources.cpus_per_worker, gpu=False)
+    return WorkerConfig(
+        model_name="custom_cnn",
+        num_classes=heartbeat_classes,
+        image_size=32,
+        two_phase=False,
+        weights=None,
+        dropout=0.5,
+        class_weights=(1.0,) * heartbeat_classes,
+        train=train,
+        workers=resources.workers,
+        cpus_per_worker=resources.cpus_per_worker,
+        gpu=False,
+    )
 
 
 def training_inputs(catalog: str, *overrides: str):
@@ -131,23 +166,43 @@ def training_inputs(catalog: str, *overrides: str):
 def test_the_watchdog_ends_a_training_run_that_waits_for_cpus_for_ever(ray_local, catalog, tmp_path):
     """The issue's hang, forced past the resource check: 2 workers × 1 CPU on 2 CPUs, with the
     augmentation tasks that then never get a CPU. The watchdog ends it and says why."""
-    config, datasets = training_inputs(catalog, "resources.cpus_per_worker=1", "resources.stall_timeout_s=30",
-                                       "train.epochs=2")
+    config, datasets = training_inputs(
+        catalog, "resources.cpus_per_worker=1", "resources.stall_timeout_s=30", "train.epochs=2"
+    )
     started = time.monotonic()
-    with pytest.raises(StalledError, match=r"training custom_cnn made no progress for \d+ s \(resources.stall_timeout_s=30\)"):
-        fit("custom_cnn", datasets, worker_config(config.resources, config.train), config.resources,
-            str(tmp_path / "ray_train"), "stalled")
+    with pytest.raises(
+        StalledError, match=r"training custom_cnn made no progress for \d+ s \(resources.stall_timeout_s=30\)"
+    ):
+        fit(
+            "custom_cnn",
+            datasets,
+            worker_config(config.resources, config.train),
+            config.resources,
+            str(tmp_path / "ray_train"),
+            "stalled",
+        )
     assert time.monotonic() - started < 200
 
 
 def test_worker_heartbeats_keep_a_long_training_run_alive(ray_local, catalog, tmp_path):
     """A stall timeout shorter than the whole run but longer than a step: the run must finish,
     which it can only do if the workers' beats reach the driver."""
-    config, datasets = training_inputs(catalog, "resources.cpus_per_worker=0.5", "resources.stall_timeout_s=25",
-                                       "train.epochs=12", "train.cnn_patience=100")
+    config, datasets = training_inputs(
+        catalog,
+        "resources.cpus_per_worker=0.5",
+        "resources.stall_timeout_s=25",
+        "train.epochs=12",
+        "train.cnn_patience=100",
+    )
     started = time.monotonic()
-    result = fit("custom_cnn", datasets, worker_config(config.resources, config.train), config.resources,
-                 str(tmp_path / "ray_train"), "alive")
+    result = fit(
+        "custom_cnn",
+        datasets,
+        worker_config(config.resources, config.train),
+        config.resources,
+        str(tmp_path / "ray_train"),
+        "alive",
+    )
     assert result.error is None and time.monotonic() - started > 25
 
 

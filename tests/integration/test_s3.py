@@ -3,6 +3,7 @@
 Catalog, model artifact and output all live in the bucket; the Ray workers read images and the
 model from it with the same AWS_* variables the driver uses.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,14 @@ MODEL = f"s3://{BUCKET}/models/custom_cnn"
 CATALOG = f"s3://{BUCKET}/catalog"
 CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
 # Variables that would point boto/s3fs somewhere else than the moto server.
-SHADOWING = ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-             "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+SHADOWING = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 
 
 class S3:
@@ -37,8 +44,9 @@ class S3:
         import boto3
 
         self.endpoint = endpoint
-        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                   aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET
+        )
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -60,8 +68,9 @@ class S3:
     def filesystem(self):
         import s3fs
 
-        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=KEY_ID, secret=SECRET, skip_instance_cache=True,
-                                 use_listings_cache=False)
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint, key=KEY_ID, secret=SECRET, skip_instance_cache=True, use_listings_cache=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +84,12 @@ def s3_ray():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": KEY_ID,
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {name: os.environ.get(name) for name in (*env, *SHADOWING)}
     for name in SHADOWING:
         os.environ.pop(name, None)
@@ -166,8 +179,9 @@ def _manifest_with_a_missing_object(s3: S3, key: str) -> tuple[str, str]:
     missing = f"s3://{BUCKET}/catalog/red/does-not-exist.png"
     uris = [f"s3://{BUCKET}/catalog/{c}/{i:04d}.png" for c in ("red", "green", "blue") for i in range(2)] + [missing]
     buffer = io.StringIO()
-    pd.DataFrame({"image_uri": uris, "label": [u.split("/")[-2] for u in uris], "sku": [f"SKU-{n}" for n in range(len(uris))]}
-                 ).to_csv(buffer, index=False)
+    pd.DataFrame(
+        {"image_uri": uris, "label": [u.split("/")[-2] for u in uris], "sku": [f"SKU-{n}" for n in range(len(uris))]}
+    ).to_csv(buffer, index=False)
     s3.put(key, buffer.getvalue().encode())
     return f"s3://{BUCKET}/{key}", missing
 
@@ -175,8 +189,16 @@ def _manifest_with_a_missing_object(s3: S3, key: str) -> tuple[str, str]:
 def test_manifest_on_s3_with_a_missing_object(s3_data):
     s3 = s3_data
     manifest, missing = _manifest_with_a_missing_object(s3, "manifests/one.csv")
-    code = score_main("--catalog", manifest, "--model", MODEL, "--output", f"s3://{BUCKET}/runs/manifest",
-                      "--set", "predict.max_bad_fraction=0.5")
+    code = score_main(
+        "--catalog",
+        manifest,
+        "--model",
+        MODEL,
+        "--output",
+        f"s3://{BUCKET}/runs/manifest",
+        "--set",
+        "predict.max_bad_fraction=0.5",
+    )
     assert code == 0
     frame = read_s3_predictions(s3, "runs/manifest").set_index("image_uri")
     assert len(frame) == 7 and frame["sku"].notna().all()
@@ -193,12 +215,22 @@ def test_the_secret_key_is_never_written_or_logged(s3_data, capsys, caplog):
     s3 = s3_data
     caplog.set_level(logging.DEBUG)
     manifest, _ = _manifest_with_a_missing_object(s3, "manifests/secret.csv")
-    code = score_main("--catalog", manifest, "--model", MODEL, "--output", f"s3://{BUCKET}/runs/secret",
-                      "--set", "predict.max_bad_fraction=0.5")
+    code = score_main(
+        "--catalog",
+        manifest,
+        "--model",
+        MODEL,
+        "--output",
+        f"s3://{BUCKET}/runs/secret",
+        "--set",
+        "predict.max_bad_fraction=0.5",
+    )
     assert code == 0
     # A failing run too: its error messages are where a leaked credential would most likely show.
-    assert score_main("--catalog", CATALOG, "--model", MODEL,
-                      "--output", f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x") == 2
+    assert (
+        score_main("--catalog", CATALOG, "--model", MODEL, "--output", f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x")
+        == 2
+    )
     captured = capsys.readouterr()
     assert "completed" in captured.out and "cannot be written" in captured.err
     for text in (captured.out, captured.err, caplog.text):

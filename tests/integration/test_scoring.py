@@ -1,4 +1,5 @@
 """The scoring job end to end on a real local Ray: rows in = rows out, schema, evaluation, reruns."""
+
 from __future__ import annotations
 
 import glob
@@ -17,15 +18,18 @@ from jobs import score as score_job
 from jobs.config import load_config
 from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema, prediction_schema
 from pipeline.scoring import prepare_scoring, score
-from tests.factories import bad_image_corpus, make_tree_catalog
+from tests.factories import bad_image_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
 # The two pipeline shapes build_dataset chooses between: one actor fed by decode tasks, and
 # several CPU actors with decoding fused into them (jobs/configs/local.yaml).
-LAYOUTS = {"decode_tasks": [], "decode_in_actors": ["resources.actors=2", "predict.threads_per_actor=1"],
-           "auto_actors": ["resources.actors=auto", "predict.threads_per_actor=1"]}
+LAYOUTS = {
+    "decode_tasks": [],
+    "decode_in_actors": ["resources.actors=2", "predict.threads_per_actor=1"],
+    "auto_actors": ["resources.actors=auto", "predict.threads_per_actor=1"],
+}
 
 
 def run(catalog, artifact, output, *overrides):
@@ -38,13 +42,17 @@ def predictions(output):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog, color_artifact, tmp_path, layout,
-                                                        caplog):
+def test_labelled_tree_scores_every_row_with_the_schema(
+    ray_local, color_catalog, color_artifact, tmp_path, layout, caplog
+):
     output = str(tmp_path / "out")
     with caplog.at_level(logging.INFO, logger="pipeline.scoring"):
         manifest = run(color_catalog, color_artifact, output, *LAYOUTS[layout])
-    shape = ("scoring with 1 CPU actor(s), decoding in separate tasks" if layout == "decode_tasks"
-             else "scoring with 2 CPU actor(s), decoding in them")  # auto: 2 CPUs, 1 thread per actor
+    shape = (
+        "scoring with 1 CPU actor(s), decoding in separate tasks"
+        if layout == "decode_tasks"
+        else "scoring with 2 CPU actor(s), decoding in them"
+    )  # auto: 2 CPUs, 1 thread per actor
     assert shape in caplog.text
     assert manifest["status"] == "completed"
     assert manifest["counts"]["in"] == manifest["counts"]["out"] == 18
@@ -71,8 +79,15 @@ def test_labelled_tree_scores_every_row_with_the_schema(ray_local, color_catalog
 
 
 def test_manifest_passthrough_and_unknown_labels(ray_local, color_catalog, color_artifact, tmp_path):
-    rows = [{"image_uri": os.path.join(color_catalog, "red", f"{i:04d}.png"), "sku": f"SKU-{i}", "price": 1.5 * i,
-             "label": "red" if i < 3 else "purple"} for i in range(6)]
+    rows = [
+        {
+            "image_uri": os.path.join(color_catalog, "red", f"{i:04d}.png"),
+            "sku": f"SKU-{i}",
+            "price": 1.5 * i,
+            "label": "red" if i < 3 else "purple",
+        }
+        for i in range(6)
+    ]
     manifest_path = tmp_path / "manifest.parquet"
     pd.DataFrame(rows).to_parquet(manifest_path)
     output = str(tmp_path / "out")
@@ -101,21 +116,38 @@ def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artif
     rows.append({"image_uri": str(tmp_path / "corpus" / "does_not_exist.png"), "label": "red"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     output = str(tmp_path / "out")
-    code = score_job.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output,
-                           "--set", "predict.max_bad_fraction=0.6"]
-                          + sum((["--set", o] for o in CONFIG + LAYOUTS[layout]), []))
+    code = score_job.main(
+        [
+            "--catalog",
+            str(tmp_path / "m.csv"),
+            "--model",
+            color_artifact,
+            "--output",
+            output,
+            "--set",
+            "predict.max_bad_fraction=0.6",
+        ]
+        + sum((["--set", o] for o in CONFIG + LAYOUTS[layout]), [])
+    )
     assert code == 0
     frame = predictions(output).set_index("image_id")
     assert len(frame) == len(rows)
     errors = frame["error"].dropna().str.split(":").str[0].to_dict()
     by_kind = {os.path.basename(k).split(".")[0]: v for k, v in errors.items()}
-    assert by_kind == {"zero_bytes": "empty", "truncated": "truncated", "random_bytes": "not_an_image",
-                       "text": "not_an_image", "bomb": "too_large", "does_not_exist": "missing"}
+    assert by_kind == {
+        "zero_bytes": "empty",
+        "truncated": "truncated",
+        "random_bytes": "not_an_image",
+        "text": "not_an_image",
+        "bomb": "too_large",
+        "does_not_exist": "missing",
+    }
     good = frame[frame["error"].isna()]
     assert good["predicted_label"].notna().all()
     assert frame.loc[corpus["exif_rotated"], "predicted_label"] == frame.loc[corpus["upright"], "predicted_label"]
-    np.testing.assert_allclose(frame.loc[corpus["exif_rotated"], "probabilities"],
-                               frame.loc[corpus["upright"], "probabilities"], atol=0.05)
+    np.testing.assert_allclose(
+        frame.loc[corpus["exif_rotated"], "probabilities"], frame.loc[corpus["upright"], "probabilities"], atol=0.05
+    )
     run_json = json.load(open(f"{output}/run.json"))
     assert run_json["counts"]["errors"] == 6 and run_json["status"] == "completed"
 
@@ -124,16 +156,22 @@ def test_error_budget_fails_the_run_but_keeps_predictions(ray_local, color_artif
     corpus = bad_image_corpus(str(tmp_path / "corpus"), Image.new("RGB", (40, 40), (220, 40, 40)))
     pd.DataFrame({"image_uri": list(corpus.values())}).to_csv(tmp_path / "m.csv", index=False)
     output = str(tmp_path / "out")
-    code = score_job.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output]
-                          + sum((["--set", o] for o in CONFIG), []))
+    code = score_job.main(
+        ["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output]
+        + sum((["--set", o] for o in CONFIG), [])
+    )
     assert code == 1
     assert json.load(open(f"{output}/run.json"))["status"] == "failed"
     assert len(predictions(output)) == len(corpus)
 
 
-def test_rerun_refuses_a_completed_output_and_overwrite_replaces_it(ray_local, color_catalog, color_artifact, tmp_path, capsys):
+def test_rerun_refuses_a_completed_output_and_overwrite_replaces_it(
+    ray_local, color_catalog, color_artifact, tmp_path, capsys
+):
     output = str(tmp_path / "out")
-    args = ["--catalog", color_catalog, "--model", color_artifact, "--output", output] + sum((["--set", o] for o in CONFIG), [])
+    args = ["--catalog", color_catalog, "--model", color_artifact, "--output", output] + sum(
+        (["--set", o] for o in CONFIG), []
+    )
     assert score_job.main(args) == 0
     first_run = json.load(open(f"{output}/run.json"))["run_id"]
     assert score_job.main(args) == 2
@@ -170,8 +208,11 @@ def test_decode_is_the_same_directly_and_through_ray(ray_local, color_catalog):
 
     frame = read_catalog_frame(color_catalog)
     direct = decode_batch({"image_uri": frame["image_uri"].to_numpy()}, image_size=24)
-    through = ray.data.from_pandas(frame[["image_uri"]]).map_batches(
-        decode_batch, batch_format="numpy", fn_kwargs={"image_size": 24}).take_batch(len(frame))
+    through = (
+        ray.data.from_pandas(frame[["image_uri"]])
+        .map_batches(decode_batch, batch_format="numpy", fn_kwargs={"image_size": 24})
+        .take_batch(len(frame))
+    )
     np.testing.assert_array_equal(direct["image"], through["image"])
 
 
@@ -182,8 +223,9 @@ def test_onnx_and_keras_engines_agree(ray_local, color_catalog, color_artifact, 
         assert manifest["engine"] == engine
         outputs[engine] = predictions(str(tmp_path / engine)).sort_values("image_id")
     assert outputs["onnx"]["predicted_label"].tolist() == outputs["keras"]["predicted_label"].tolist()
-    np.testing.assert_allclose(np.stack(outputs["onnx"]["probabilities"]), np.stack(outputs["keras"]["probabilities"]),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        np.stack(outputs["onnx"]["probabilities"]), np.stack(outputs["keras"]["probabilities"]), atol=1e-4
+    )
     assert run(color_catalog, color_artifact, str(tmp_path / "auto"))["engine"] == "onnx"
 
 
@@ -210,8 +252,10 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
     assert len(view) == 18 and view["image_id"].is_unique
     assert "red/0000.png" not in set(view["image_id"])
     assert view.set_index("image_id").loc["red/0001.png", "predicted_label"] == "blue"
-    joined = duckdb.sql(f"select count(*) from read_parquet('{root}/runs/*/predictions/*.parquet') p "
-                        f"join read_parquet('{root}/current/state.parquet') s using (image_id, run_id)").fetchall()[0][0]
+    joined = duckdb.sql(
+        f"select count(*) from read_parquet('{root}/runs/*/predictions/*.parquet') p "
+        f"join read_parquet('{root}/current/state.parquet') s using (image_id, run_id)"
+    ).fetchall()[0][0]
     assert joined == 18
     third = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
     assert third["scored_this_run"] == 0 and third["rows"] == 18
@@ -219,11 +263,14 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
 
 def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_catalog, color_artifact, tmp_path):
     image = os.path.join(color_catalog, "red", "0000.png")
-    rows = [{"image_uri": image, "image_id": "../../escape", "label": "../../../etc/passwd"},
-            {"image_uri": image, "image_id": "/tmp/absolute-id", "label": "/abs"},
-            {"image_uri": image, "image_id": "nul\x00byte", "label": "nul\x00label"},
-            {"image_uri": image + "\x00.png", "image_id": "nul-in-uri", "label": "red"}]
+    rows = [
+        {"image_uri": image, "image_id": "../../escape", "label": "../../../etc/passwd"},
+        {"image_uri": image, "image_id": "/tmp/absolute-id", "label": "/abs"},
+        {"image_uri": image, "image_id": "nul\x00byte", "label": "nul\x00label"},
+        {"image_uri": image + "\x00.png", "image_id": "nul-in-uri", "label": "red"},
+    ]
     pd.DataFrame(rows).to_parquet(tmp_path / "hostile.parquet")
+
     def tree():
         return {os.path.realpath(p) for p in glob.glob(str(tmp_path.parent / "**"), recursive=True)}
 

@@ -1,4 +1,5 @@
 """A scoring driver SIGKILLed part-way resumes on rerun: every row exactly once, work reused."""
+
 from __future__ import annotations
 
 import glob
@@ -17,16 +18,21 @@ from tests.factories import make_tree_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
-SETTINGS = ["resources.cpus_per_actor=0.5", "predict.batch_size=8", "predict.rows_per_file=40",
-            "data.rows_per_block=16"]
+SETTINGS = [
+    "resources.cpus_per_actor=0.5",
+    "predict.batch_size=8",
+    "predict.rows_per_file=40",
+    "data.rows_per_block=16",
+]
 
 
 def score_process(catalog, artifact, output):
     command = [sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", artifact, "--output", output]
     for setting in SETTINGS:
         command += ["--set", setting]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def test_sigkilled_scoring_run_resumes_with_every_row_exactly_once(tmp_path, color_artifact):
@@ -59,6 +65,10 @@ def test_sigkilled_scoring_run_resumes_with_every_row_exactly_once(tmp_path, col
     assert len(frame) == 400 and frame["image_id"].is_unique
     assert manifest["status"] == "completed" and manifest["counts"]["resumed"] >= 80
     assert manifest["counts"]["resumed"] + manifest["counts"]["scored_this_run"] == 400
-    report = {"resumed_rows": manifest["counts"]["resumed"], "rescored_rows": manifest["counts"]["scored_this_run"],
-              "rerun_seconds": round(rerun_seconds, 1), "clean_seconds": round(clean_seconds, 1)}
+    report = {
+        "resumed_rows": manifest["counts"]["resumed"],
+        "rescored_rows": manifest["counts"]["scored_this_run"],
+        "rerun_seconds": round(rerun_seconds, 1),
+        "clean_seconds": round(clean_seconds, 1),
+    }
     print(f"resume figures: {report}")  # quoted in the issue note; run with -s to see them

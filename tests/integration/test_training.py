@@ -1,5 +1,6 @@
 """Ray Train runs on tiny generated images: artifacts, 1 vs 2 workers, two-phase fine-tuning,
 resuming after a killed driver, surviving a killed worker. Slow: minutes on 2 cores."""
+
 from __future__ import annotations
 
 import glob
@@ -22,8 +23,15 @@ from tests.factories import make_tree_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
-TINY = ["model.image_size=32", "train.batch_size_per_worker=8", "resources.cpus_per_worker=0.5",
-        "augment.enabled=false", "train.epochs=3", "train.head_epochs=2", "train.fine_tune_epochs=1"]
+TINY = [
+    "model.image_size=32",
+    "train.batch_size_per_worker=8",
+    "resources.cpus_per_worker=0.5",
+    "augment.enabled=false",
+    "train.epochs=3",
+    "train.head_epochs=2",
+    "train.fine_tune_epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +40,11 @@ def catalog(tmp_path_factory):
 
 
 def train(catalog, output, *overrides, workers=2, models=("custom_cnn",), weights="none"):
-    config = load_config(None, TINY + [f"resources.workers={workers}", f"model.weights={weights}"] + list(overrides),
-                         **{"model.names": list(models)})
+    config = load_config(
+        None,
+        TINY + [f"resources.workers={workers}", f"model.weights={weights}"] + list(overrides),
+        **{"model.names": list(models)},
+    )
     return run_training(prepare_training(catalog, output, config))
 
 
@@ -55,7 +66,7 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
     assert os.path.exists(os.path.join(output, "comparison.json"))
     assert "| custom_cnn |" in open(os.path.join(output, "comparison.md")).read()
     # A fresh process reloads the artifact and reproduces the recorded test accuracy.
-    code = f"""
+    code = """
 import json, sys, numpy as np, pandas as pd
 from pipeline.artifacts import load_keras_model
 from pipeline.images import decode_batch
@@ -63,13 +74,20 @@ artifact = sys.argv[1]
 card = json.load(open(artifact + "/model_card.json"))
 split = pd.read_csv(artifact + "/split.csv")
 test = split[split["split"] == "test"]
-batch = decode_batch({{"image_uri": test["image_uri"].to_numpy()}}, card["input"]["image_size"])
+batch = decode_batch({"image_uri": test["image_uri"].to_numpy()}, card["input"]["image_size"])
 probabilities = load_keras_model(artifact).predict_on_batch(batch["image"].astype("float32"))
 predicted = np.array(card["class_names"])[probabilities.argmax(1)]
-print(json.dumps({{"accuracy": float((predicted == test["label"].to_numpy()).mean()), "expected": card["test"]["accuracy"]}}))
+accuracy = float((predicted == test["label"].to_numpy()).mean())
+print(json.dumps({"accuracy": accuracy, "expected": card["test"]["accuracy"]}))
 """
-    done = subprocess.run([sys.executable, "-c", code, os.path.join(output, "custom_cnn")], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(output, "custom_cnn")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["accuracy"] == pytest.approx(figures["expected"])
 
@@ -81,7 +99,9 @@ def test_one_and_two_workers_build_the_same_architecture_and_both_learn(ray_loca
         results = train(catalog, output, "train.epochs=4", workers=workers)
         accuracies[workers] = results["custom_cnn"]["test"]["accuracy"]
         model = load_keras_model(os.path.join(output, "custom_cnn"))
-        architectures[workers] = [(layer.__class__.__name__, tuple(w.shape for w in layer.weights)) for layer in model.layers]
+        architectures[workers] = [
+            (layer.__class__.__name__, tuple(w.shape for w in layer.weights)) for layer in model.layers
+        ]
     assert architectures[1] == architectures[2]
     assert accuracies[1] >= 0.8 and accuracies[2] >= 0.8  # chance is 1/3
 
@@ -97,8 +117,17 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
     base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None)
     base.save_weights(weights)
     output = str(tmp_path / "models")
-    train(catalog, output, "train.head_epochs=1", "train.fine_tune_epochs=2", "train.transfer_patience=5",
-          "train.run_name=finetune", "train.keep_checkpoints=10", models=("mobilenet_v2",), weights=weights)
+    train(
+        catalog,
+        output,
+        "train.head_epochs=1",
+        "train.fine_tune_epochs=2",
+        "train.transfer_patience=5",
+        "train.run_name=finetune",
+        "train.keep_checkpoints=10",
+        models=("mobilenet_v2",),
+        weights=weights,
+    )
     history = json.load(open(os.path.join(output, "mobilenet_v2", "history.json")))
     assert [row["phase"] for row in history] == ["head", "fine_tune", "fine_tune"]
     steps = history[0]["steps"]  # fine-tuning starts a fresh optimizer
@@ -119,12 +148,26 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
 
 
 def _train_process(catalog, output, run_name, *extra):
-    command = [sys.executable, "-m", "jobs.train", "--catalog", catalog, "--output", output, "--models", "custom_cnn",
-               "--workers", "2", "--set", f"train.run_name={run_name}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--catalog",
+        catalog,
+        "--output",
+        output,
+        "--models",
+        "custom_cnn",
+        "--workers",
+        "2",
+        "--set",
+        f"train.run_name={run_name}",
+    ]
     for override in TINY + list(extra):
         command += ["--set", override]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _wait_for_checkpoints(output, run_name, count, process, timeout=600):
@@ -182,13 +225,17 @@ def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
     # Enough epochs that the kill lands mid-training even on a fast, idle machine (an epoch of
     # these tiny images can take under a second).
     epochs = 12
-    process = _train_process(catalog, output, "faults", f"train.epochs={epochs}", "train.cnn_patience=100",
-                             "train.max_failures=2")
+    process = _train_process(
+        catalog, output, "faults", f"train.epochs={epochs}", "train.cnn_patience=100", "train.max_failures=2"
+    )
     try:
         _wait_for_checkpoints(output, "faults", 1, process)
         session = process.pid  # start_new_session: the job, its Ray and its workers share this session
-        workers = [p for p in psutil.process_iter(["cmdline"])
-                   if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and _session_of(p) == session]
+        workers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and _session_of(p) == session
+        ]
         assert workers, "no RayTrainWorker process found in the job's session"
         checkpoints_at_kill = len(glob.glob(os.path.join(output, "_ray_train", "faults-custom_cnn", "checkpoint_*")))
         workers[-1].kill()

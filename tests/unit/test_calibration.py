@@ -1,8 +1,8 @@
 """Temperature scaling and the review threshold, on synthetic over-confident predictions."""
+
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
 from pipeline.metrics import expected_calibration_error

@@ -1,4 +1,5 @@
 """Catalog listing and its checks."""
+
 from __future__ import annotations
 
 import os
@@ -29,18 +30,23 @@ def test_flat_folder_is_unlabelled(tmp_path):
 def test_manifest_keeps_passthrough_and_resolves_relative_uris(tmp_path):
     root = make_tree_catalog(str(tmp_path / "c"), {"a": 2})
     manifest = tmp_path / "c" / "manifest.csv"
-    pd.DataFrame({"image_uri": ["a/0000.png", "a/0001.png"], "sku": ["X1", "X2"], "label": ["a", ""]}).to_csv(manifest, index=False)
+    pd.DataFrame({"image_uri": ["a/0000.png", "a/0001.png"], "sku": ["X1", "X2"], "label": ["a", ""]}).to_csv(
+        manifest, index=False
+    )
     frame = read_catalog_frame(str(manifest))
     assert list(frame.columns) == ["image_id", "image_uri", "label", "sku"]
     assert frame["image_uri"].iloc[0] == os.path.join(root, "a", "0000.png")
     assert frame["label"].tolist() == ["a", None]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: str(p / "missing"), "does not exist"),
-    (lambda p: (p / "empty").mkdir() or str(p / "empty"), "holds no images"),
-    (lambda p: pd.DataFrame({"path": ["x.png"]}).to_csv(p / "m.csv", index=False) or str(p / "m.csv"), "image_uri"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: str(p / "missing"), "does not exist"),
+        (lambda p: (p / "empty").mkdir() or str(p / "empty"), "holds no images"),
+        (lambda p: pd.DataFrame({"path": ["x.png"]}).to_csv(p / "m.csv", index=False) or str(p / "m.csv"), "image_uri"),
+    ],
+)
 def test_bad_catalogs_raise_with_the_fix(tmp_path, make, message):
     with pytest.raises(ValueError, match=message):
         read_catalog_frame(make(tmp_path))

@@ -1,6 +1,7 @@
 """Cluster runs fail in seconds here, not in the slow tier: every documented command resolves its
 config as a cluster driver would, presets resolve from anywhere, resources are fitted to the
 cluster, and RAY_ADDRESS means what the README says."""
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,11 @@ SUBMITTED_DRIVER_ADDRESS = "10.0.0.5:6379"
 
 
 def documented_argvs() -> list[tuple[str, list[str]]]:
-    readme = [("README cluster: " + " ".join(argv[:3]), argv)
-              for argv in map(documented.job_argv, documented.shell_commands(documented.readme_cluster_block()))
-              if argv[:2] == ["python", "-m"]]
+    readme = [
+        ("README cluster: " + " ".join(argv[:3]), argv)
+        for argv in map(documented.job_argv, documented.shell_commands(documented.readme_cluster_block()))
+        if argv[:2] == ["python", "-m"]
+    ]
     assert len(readme) == 2, "the README's cluster section should train and then score"
     return readme + documented.raw_k8s_entrypoints()
 
@@ -67,8 +70,7 @@ def test_relative_data_paths_are_still_refused_on_a_cluster(monkeypatch):
 
 
 def shape(cpus: float, gpus: float = 0.0, largest: float | None = None, can_grow: bool = False) -> ClusterShape:
-    return ClusterShape(cpus=cpus, gpus=gpus, largest_node_cpus=cpus if largest is None else largest,
-                        can_grow=can_grow)
+    return ClusterShape(cpus=cpus, gpus=gpus, largest_node_cpus=cpus if largest is None else largest, can_grow=can_grow)
 
 
 def test_training_defaults_on_two_cores_leave_a_cpu_for_ray_data():

@@ -1,4 +1,5 @@
 """Config precedence and validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,12 +16,20 @@ def test_precedence_defaults_preset_flags_overrides(tmp_path):
     assert config.train.learning_rate == 1e-3
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epochs=0", "train.epochs"), ("train.nope=1", "unknown key"), ("bogus.x=1", "unknown config section"),
-    ("resources.workers=-1", "resources.workers"), ("train.imbalance=magic", "train.imbalance"),
-    ("epochs=3", "malformed"), ("resources.actors=0", "resources.actors"), ("resources.actors=many", "auto"),
-    ("resources.actors=true", "resources.actors"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.nope=1", "unknown key"),
+        ("bogus.x=1", "unknown config section"),
+        ("resources.workers=-1", "resources.workers"),
+        ("train.imbalance=magic", "train.imbalance"),
+        ("epochs=3", "malformed"),
+        ("resources.actors=0", "resources.actors"),
+        ("resources.actors=many", "auto"),
+        ("resources.actors=true", "resources.actors"),
+    ],
+)
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])

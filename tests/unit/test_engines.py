@@ -1,4 +1,5 @@
 """The ONNX engine: the export records a chunk size, and chunked calls give the unchunked answer."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from tests.factories import make_artifact
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    return make_artifact(str(tmp_path_factory.mktemp("engine") / "artifact"), ["blue", "green", "red"],
-                         image_size=32, epochs=1)
+    return make_artifact(
+        str(tmp_path_factory.mktemp("engine") / "artifact"), ["blue", "green", "red"], image_size=32, epochs=1
+    )
 
 
 def test_export_records_the_fastest_cpu_chunk_from_the_candidates(artifact):

@@ -1,4 +1,5 @@
 """The catalog tool writes the requested class counts, reproducibly, from IDX files."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,9 +20,15 @@ def idx_source(tmp_path):
         labels = np.arange(count, dtype=np.uint8) % 10
         pixels = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
         with gzip.open(tmp_path / f"{prefix}-images-idx3-ubyte.gz", "wb") as handle:
-            handle.write(np.array([0, 0, 8, 3], np.uint8).tobytes() + np.array([count, 28, 28], ">u4").tobytes() + pixels.tobytes())
+            handle.write(
+                np.array([0, 0, 8, 3], np.uint8).tobytes()
+                + np.array([count, 28, 28], ">u4").tobytes()
+                + pixels.tobytes()
+            )
         with gzip.open(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", "wb") as handle:
-            handle.write(np.array([0, 0, 8, 1], np.uint8).tobytes() + np.array([count], ">u4").tobytes() + labels.tobytes())
+            handle.write(
+                np.array([0, 0, 8, 1], np.uint8).tobytes() + np.array([count], ">u4").tobytes() + labels.tobytes()
+            )
     return str(tmp_path)
 
 

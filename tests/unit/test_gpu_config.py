@@ -1,4 +1,5 @@
 """The GPU path is one flag: check the configuration it produces (no GPU on CI machines)."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,6 +59,7 @@ def test_tensorflow_configuration_runs_without_a_gpu():
 @pytest.mark.gpu
 def test_memory_growth_is_on_for_visible_gpus():
     import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         pytest.skip("no GPU visible")

@@ -1,4 +1,5 @@
 """Decoding: every awkward file gives a correct array or a specific error, never an exception."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,10 +17,16 @@ def corpus(tmp_path_factory):
     return bad_image_corpus(str(tmp_path_factory.mktemp("corpus")), upright)
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("zero_bytes", "empty"), ("truncated", "truncated"), ("random_bytes", "not_an_image"),
-    ("text", "not_an_image"), ("bomb", "too_large"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("zero_bytes", "empty"),
+        ("truncated", "truncated"),
+        ("random_bytes", "not_an_image"),
+        ("text", "not_an_image"),
+        ("bomb", "too_large"),
+    ],
+)
 def test_bad_files_are_flagged_with_a_reason(corpus, kind, reason):
     batch = decode_batch({"image_uri": np.array([corpus[kind]], dtype=object)}, image_size=32)
     assert batch["error"][0].startswith(reason), batch["error"][0]
@@ -43,6 +50,7 @@ def test_exif_orientation_is_honoured(corpus):
 def test_transparency_is_flattened_onto_white():
     image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     import io
+
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     assert decode_image(buffer.getvalue(), 32).min() == 255
@@ -50,6 +58,7 @@ def test_transparency_is_flattened_onto_white():
 
 def test_bomb_is_refused_from_the_header_without_allocating(corpus):
     import resource
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ImageError, match="too_large"):
         decode_image(open(corpus["bomb"], "rb").read(), 32)

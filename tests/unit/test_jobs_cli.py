@@ -1,4 +1,5 @@
 """Bad input exits 2 with a message naming the problem, before Ray starts."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,14 +14,19 @@ def catalog(tmp_path):
     return make_tree_catalog(str(tmp_path / "cat"), {"a": 6, "b": 6})
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--models", "resnet"], "unknown model name"),
-    (["--epochs", "0"], "train.epochs"),
-    (["--workers", "0"], "resources.workers"),
-    (["--weights", "/nope/weights.h5", "--models", "mobilenet_v2"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--models", "resnet"], "unknown model name"),
+        (["--epochs", "0"], "train.epochs"),
+        (["--workers", "0"], "resources.workers"),
+        (["--weights", "/nope/weights.h5", "--models", "mobilenet_v2"], "does not exist"),
+    ],
+)
 def test_train_bad_flags_exit_2(tmp_path, catalog, capsys, extra, message):
-    code = train.main(["--catalog", catalog, "--output", str(tmp_path / "out"), "--set", "train.batch_size_per_worker=2"] + extra)
+    code = train.main(
+        ["--catalog", catalog, "--output", str(tmp_path / "out"), "--set", "train.batch_size_per_worker=2"] + extra
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
@@ -40,11 +46,24 @@ def test_train_bad_catalogs_exit_2(tmp_path, capsys):
 
 def test_train_rejects_weights_that_do_not_fit(tmp_path, catalog, capsys):
     import keras
+
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     path = str(tmp_path / "wrong.weights.h5")
     other.save_weights(path)
-    code = train.main(["--catalog", catalog, "--output", str(tmp_path / "o"), "--models", "mobilenet_v2",
-                       "--weights", path, "--set", "train.batch_size_per_worker=2"])
+    code = train.main(
+        [
+            "--catalog",
+            catalog,
+            "--output",
+            str(tmp_path / "o"),
+            "--models",
+            "mobilenet_v2",
+            "--weights",
+            path,
+            "--set",
+            "train.batch_size_per_worker=2",
+        ]
+    )
     assert code == 2 and "does not fit" in capsys.readouterr().err
 
 
@@ -78,12 +97,14 @@ def test_unsafe_model_is_refused(tmp_path, catalog, color_artifact, capsys):
     import shutil
 
     import keras
+
     unsafe = tmp_path / "unsafe"
     shutil.copytree(color_artifact, unsafe)
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 0 + 1.0)(keras.layers.Flatten()(inputs))[:, :3])
     model.save(unsafe / "model.keras")
     from pipeline.artifacts import load_keras_model
+
     with pytest.raises(ValueError, match="safe mode"):
         load_keras_model(str(unsafe))
     card = json.loads((unsafe / "model_card.json").read_text())

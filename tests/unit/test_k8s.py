@@ -4,6 +4,7 @@ Ray kinds are validated against the KubeRay CRDs (`KUBERAY_CRDS_DIR`, default `.
 made strict the way the API server treats structural schemas; built-in kinds against
 kubernetes-validate's strict schemas. Deliberately broken copies prove both validators can fail.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jobs.config import load_config, read_preset
 import kubernetes_validate
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+from jobs.config import load_config, read_preset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"

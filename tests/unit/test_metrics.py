@@ -1,4 +1,5 @@
 """Metrics against hand-computed values."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Every registered model builds small, outputs probabilities, and MobileNetV2 fine-tunes only its top."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +46,7 @@ def test_custom_cnn_is_the_study_architecture():
 def local_base_weights(tmp_path_factory):
     """A Keras weights file for the no-top base, made here (no download)."""
     import keras
+
     path = str(tmp_path_factory.mktemp("weights") / "base.weights.h5")
     keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(path)
     return path

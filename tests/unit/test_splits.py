@@ -1,4 +1,5 @@
 """The split is stratified, seeded, disjoint, and deliberate about tiny classes."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """Class weights reach the loss; the weight vector is indexed by integer class id."""
+
 from __future__ import annotations
 
 import numpy as np
