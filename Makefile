@@ -4,22 +4,30 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: venv demo test test-unit test-integration test-slow benchmarks-tiny clean
+.PHONY: venv demo test test-unit test-integration test-slow lint typecheck benchmarks-tiny clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,dev]"
 	touch $@
 
 venv: $(VENV)/.installed
 
 # Train both models on the shipped sample catalog, then score the held-out catalog with each.
 demo: venv
-	$(PY) -m jobs.train --catalog data/sample_catalog --output $(OUT)/models --config jobs/configs/local.yaml
-	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/custom_cnn --output $(OUT)/scores/custom_cnn --config jobs/configs/local.yaml --set predict.overwrite=true
-	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/mobilenet_v2 --output $(OUT)/scores/mobilenet_v2 --config jobs/configs/local.yaml --set predict.overwrite=true
+	$(PY) -m jobs.train --catalog data/sample_catalog --output $(OUT)/models --config local
+	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/custom_cnn --output $(OUT)/scores/custom_cnn --config local --set predict.overwrite=true
+	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/mobilenet_v2 --output $(OUT)/scores/mobilenet_v2 --config local --set predict.overwrite=true
 	$(PY) -m jobs.summarize $(OUT)/scores/custom_cnn $(OUT)/scores/mobilenet_v2
+
+# ruff (lint + format) over the tree; mypy --strict over models/ and pipeline/ (pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not slow"

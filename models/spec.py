@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class InputSpec:
     def shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, self.channels)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "image_size": self.image_size,
             "channels": self.channels,

@@ -157,7 +157,7 @@ def read_card(artifact_uri: str) -> dict[str, Any]:
     """
     card_uri = storage.join(artifact_uri, CARD_FILE)
     try:
-        card = storage.read_json(card_uri)
+        card: dict[str, Any] = storage.read_json(card_uri)
     except FileNotFoundError as error:
         raise ValueError(
             f"--model {artifact_uri!r} is not a model artifact (no {CARD_FILE}); pass the "
@@ -173,7 +173,7 @@ def read_card(artifact_uri: str) -> dict[str, Any]:
     return card
 
 
-def load_keras_model(artifact_dir: str):
+def load_keras_model(artifact_dir: str) -> Any:
     """Loads model.keras in safe mode: a file carrying a Lambda layer (arbitrary code) is refused.
 
     Raises:

@@ -3,6 +3,8 @@ fitted on the validation split (never on test)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -13,7 +15,8 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)
-    return scaled / scaled.sum(axis=1, keepdims=True)
+    normalised: np.ndarray = scaled / scaled.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -31,7 +34,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def choose_review_threshold(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float) -> dict:
+def choose_review_threshold(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float) -> dict[str, Any]:
     """The lowest confidence threshold whose kept rows (confidence >= threshold) reach the target
     accuracy on validation data; rows below it go to human review.
 

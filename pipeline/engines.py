@@ -31,7 +31,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(model, directory: str, probe: np.ndarray) -> dict[str, Any]:
+def export_onnx(model: Any, directory: str, probe: np.ndarray) -> dict[str, Any]:
     """Exports `model` to `<directory>/model.onnx` and checks it against Keras on `probe`.
 
     An export whose outputs differ by more than `ONNX_TOLERANCE` is deleted, never shipped.
@@ -91,7 +91,7 @@ def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] 
                 session.run(None, {name: batch[start : start + chunk]})
             best = min(best, time.perf_counter() - started)
         timings[chunk] = best
-    return min(timings, key=timings.get)
+    return min(timings, key=lambda chunk: timings[chunk])
 
 
 def onnx_cuda_available() -> bool:
@@ -144,7 +144,8 @@ class KerasEngine:
         )
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return self._predict(pixels.astype(np.float32)).numpy()
+        probabilities: np.ndarray = self._predict(pixels.astype(np.float32)).numpy()
+        return probabilities
 
 
 class OnnxEngine:
@@ -170,7 +171,8 @@ class OnnxEngine:
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         pixels = pixels.astype(np.float32, copy=False)
         if not self.chunk or len(pixels) <= self.chunk:
-            return self.session.run(None, {self.input_name: pixels})[0]
+            probabilities: np.ndarray = self.session.run(None, {self.input_name: pixels})[0]
+            return probabilities
         return np.concatenate(
             [
                 self.session.run(None, {self.input_name: pixels[start : start + self.chunk]})[0]
@@ -179,7 +181,9 @@ class OnnxEngine:
         )
 
 
-def load_engine(name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool):
+def load_engine(
+    name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool
+) -> KerasEngine | OnnxEngine:
     """Builds the named engine for a local artifact directory."""
     if name == "onnx":
         return OnnxEngine(artifact_dir, threads, gpu, card.get("onnx", {}).get("cpu_chunk") or ONNX_CPU_CHUNK)

@@ -9,7 +9,7 @@ from typing import Any
 from matplotlib.figure import Figure  # no pyplot: no global backend, safe on headless workers
 
 
-def _png(figure) -> bytes:
+def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()

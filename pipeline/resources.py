@@ -50,7 +50,7 @@ class ClusterShape:
         """Reads the running Ray cluster (alive nodes only)."""
         import ray
 
-        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
         return cls(
             cpus=sum(node.get("CPU", 0.0) for node in nodes),
             gpus=sum(node.get("GPU", 0.0) for node in nodes),

@@ -52,7 +52,8 @@ def prediction_schema(class_names: list[str], passthrough: pa.Schema | None = No
 
 
 def class_names_from_schema(schema: pa.Schema) -> list[str]:
-    return json.loads((schema.metadata or {})[CLASS_NAMES_METADATA_KEY])
+    names: list[str] = json.loads((schema.metadata or {})[CLASS_NAMES_METADATA_KEY])
+    return names
 
 
 def to_table(rows: dict[str, Any], schema: pa.Schema) -> pa.Table:

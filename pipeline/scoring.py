@@ -375,7 +375,7 @@ def build_dataset(
     bounds = np.linspace(0, len(frame), count + 1).astype(int)
     blocks = [frame.iloc[start:stop].reset_index(drop=True) for start, stop in zip(bounds[:-1], bounds[1:])]
     spec = card["input"]
-    return (
+    dataset: ray.data.Dataset = (
         ray.data.from_blocks(blocks)
         .map_batches(
             images.decode_batch,
@@ -406,3 +406,4 @@ def build_dataset(
             },
         )
     )
+    return dataset

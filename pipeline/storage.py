@@ -68,13 +68,14 @@ def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    return bool(fs.exists(path))
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as handle:
-        return handle.read()
+        data: bytes = handle.read()
+    return data
 
 
 def size(uri: str) -> int:
@@ -175,7 +176,7 @@ def check_writable(uri: str) -> None:
         ) from error
 
 
-def _fingerprint(info: dict) -> str:
+def _fingerprint(info: dict[str, Any]) -> str:
     """Size plus the store's change marker: ETag on S3 (changes with content), mtime locally."""
     marker = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
     return f"{info.get('size')}:{str(marker).strip(chr(34))}"

@@ -152,9 +152,13 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     return results
 
 
-def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _predict_dataset(
+    model: Any, dataset: ray.data.Dataset, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns (labels, probabilities, a probe batch of real images for the ONNX check)."""
-    labels, probabilities, probe = [], [], None
+    labels: list[np.ndarray] = []
+    probabilities: list[np.ndarray] = []
+    probe: np.ndarray | None = None
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         probabilities.append(model.predict_on_batch(batch[IMAGE].astype(np.float32)))
         labels.append(batch[LABEL_INDEX])
@@ -165,15 +169,17 @@ def _predict_dataset(model, dataset: ray.data.Dataset, batch_size: int) -> tuple
 def _write_artifact(
     plan: TrainingPlan,
     name: str,
-    result,
+    result: ray.train.Result,
     datasets: dict[str, ray.data.Dataset],
-    counts: dict,
-    skipped: dict,
+    counts: dict[str, Any],
+    skipped: dict[str, int],
     class_weights: np.ndarray,
     worker_config: WorkerConfig,
     seconds: float,
 ) -> dict[str, Any]:
     artifact_uri = storage.join(plan.output_uri, name)
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {name} ended without a final checkpoint")
     with tempfile.TemporaryDirectory() as local, result.checkpoint.as_directory() as checkpoint_dir:
         with open(os.path.join(checkpoint_dir, "state.json")) as handle:
             state = json.load(handle)
@@ -184,6 +190,8 @@ def _write_artifact(
         class_names = list(plan.label_index.class_names)
         val_labels, val_raw, _ = _predict_dataset(model, datasets["val"], 64)
         test_labels, test_raw, probe = _predict_dataset(model, datasets["test"], 64)
+        if probe is None:
+            raise RuntimeError("no image of the test split could be decoded")
         onnx = export_onnx(model, local, probe)
         temperature = fit_temperature(val_raw, val_labels)
         val_probabilities = apply_temperature(val_raw, temperature)
@@ -199,7 +207,7 @@ def _write_artifact(
         }
         review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
         history = state["history"]
-        best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
+        best: dict[str, Any] = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
         spec = get_entry(name).input_spec(plan.config.model.image_size)
         card = {
             "name": name,

@@ -62,7 +62,8 @@ def class_weight_vector(train_indices: np.ndarray, num_classes: int) -> np.ndarr
     if len(present) != num_classes:
         missing = sorted(set(range(num_classes)) - set(present.tolist()))
         raise ValueError(f"classes {missing} have no training images; every class needs at least one")
-    return compute_class_weight("balanced", classes=np.arange(num_classes), y=train_indices).astype(np.float32)
+    weights: np.ndarray = compute_class_weight("balanced", classes=np.arange(num_classes), y=train_indices)
+    return weights.astype(np.float32)
 
 
 def oversample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -136,7 +137,7 @@ def build_datasets(
             ray.data.from_pandas(table)
             .repartition(blocks)
             .map_batches(
-                images.decode_batch,
+                images.decode_batch,  # type: ignore[arg-type]
                 batch_format="numpy",
                 fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels},
             )
@@ -224,7 +225,7 @@ def configure_tensorflow(cpus: float, gpu: bool) -> None:
             tf.config.experimental.set_memory_growth(device, True)
 
 
-def weighted_loss(labels, probabilities, class_weights, global_batch_size: int):
+def weighted_loss(labels: Any, probabilities: Any, class_weights: Any, global_batch_size: int) -> Any:
     """Per-example cross-entropy × its class weight, averaged over the *global* batch.
 
     Averaging over the global batch (not the replica's) keeps gradients equal to single-worker
@@ -238,10 +239,10 @@ def weighted_loss(labels, probabilities, class_weights, global_batch_size: int):
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
 
 
-def _make_train_step(strategy, model, optimizer, class_weights, global_batch_size: int):
+def _make_train_step(strategy: Any, model: Any, optimizer: Any, class_weights: Any, global_batch_size: int) -> Any:
     import tensorflow as tf
 
-    def step(images_batch, labels):
+    def step(images_batch: Any, labels: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             probabilities = model(tf.cast(images_batch, tf.float32), training=True)
             loss = weighted_loss(labels, probabilities, class_weights, global_batch_size)
@@ -252,8 +253,8 @@ def _make_train_step(strategy, model, optimizer, class_weights, global_batch_siz
         )
         return loss, correct
 
-    @tf.function
-    def distributed_step(images_batch, labels):
+    @tf.function  # type: ignore[untyped-decorator]
+    def distributed_step(images_batch: Any, labels: Any) -> tuple[Any, Any]:
         loss, correct = strategy.run(step, args=(images_batch, labels))
         return (
             strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
@@ -263,13 +264,13 @@ def _make_train_step(strategy, model, optimizer, class_weights, global_batch_siz
     return distributed_step
 
 
-def _evaluate(model, iterator, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
+def _evaluate(model: Any, iterator: Any, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
     """Unweighted loss and accuracy over a whole (unsplit) dataset on this worker."""
     import keras
     import tensorflow as tf
 
-    @tf.function
-    def predict(batch):
+    @tf.function  # type: ignore[untyped-decorator]
+    def predict(batch: Any) -> Any:
         return model(tf.cast(batch, tf.float32), training=False)
 
     total_loss, correct, count = 0.0, 0.0, 0
@@ -289,7 +290,7 @@ def _evaluate(model, iterator, batch_size: int, beat: Callable[[], None]) -> tup
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
-def _agree(strategy, value: float) -> float:
+def _agree(strategy: Any, value: float) -> float:
     """All-reduces a scalar so every worker takes the same early-stopping decision (a worker that
     stops alone leaves the others waiting in a collective forever)."""
     import tensorflow as tf
@@ -298,18 +299,18 @@ def _agree(strategy, value: float) -> float:
     return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
 
 
-def _weights_by_path(model) -> dict[str, np.ndarray]:
+def _weights_by_path(model: Any) -> dict[str, np.ndarray]:
     return {variable.path: np.asarray(variable.numpy()) for variable in model.weights}
 
 
-def _assign_by_path(model, values: dict[str, np.ndarray]) -> None:
+def _assign_by_path(model: Any, values: dict[str, np.ndarray]) -> None:
     # By path, not position: Keras reorders `model.weights` when layers change `trainable`.
     for variable in model.weights:
         variable.assign(values[variable.path])
 
 
 def _save_npz(path: str, values: dict[str, np.ndarray]) -> None:
-    np.savez(path, **{key.replace("/", "|"): value for key, value in values.items()})
+    np.savez(path, **{key.replace("/", "|"): value for key, value in values.items()})  # type: ignore[arg-type]
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -320,7 +321,7 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 def _rss_mb() -> float:
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -340,7 +341,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    options = {"dropout": settings.dropout}
+    options: dict[str, Any] = {"dropout": settings.dropout}
     if settings.model_name == "mobilenet_v2":
         weights = settings.weights
         options["weights"] = fetch_weights(weights) if weights not in (None, "imagenet") else weights
@@ -459,7 +460,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
 
-def _restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
+def _restore_optimizer(optimizer: Any, values: list[np.ndarray]) -> None:
     """Assigns saved optimizer variables by position: the same model and phase build them in the
     same order. A mismatch (another Keras version, say) keeps the fresh state and says so."""
     variables = list(optimizer.variables)
@@ -476,8 +477,14 @@ def _restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
 
 
 def _report(
-    rank: int, metrics: dict[str, Any], state: TrainingState, model, best_weights, final: bool = False, optimizer=None
-):
+    rank: int,
+    metrics: dict[str, Any],
+    state: TrainingState,
+    model: Any,
+    best_weights: dict[str, np.ndarray],
+    final: bool = False,
+    optimizer: Any = None,
+) -> None:
     """Every rank reports; only rank 0 attaches the checkpoint (all ranks hold the same weights and
     optimizer state)."""
     if rank != 0:

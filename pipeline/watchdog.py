@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def start_heartbeat() -> tuple[str, Callable[[], float], Callable[[], None]]:
     import ray
 
     name = heartbeat_name()
-    actor = ray.remote(num_cpus=0)(Heartbeat).options(name=name).remote()
+    actor: Any = ray.remote(num_cpus=0)(Heartbeat).options(name=name).remote()
 
     def probe() -> float:
         return float(ray.get(actor.latest.remote(), timeout=10))
