@@ -199,12 +199,14 @@ class PredictionWriter:
         self.prefix = f"part-{run_id}"
         self.pending: list[pa.Table] = []
         self.pending_rows = self.files = self.rows = 0
-        self.last_flush = time.monotonic()
+        self.first_pending = 0.0  # when the oldest row not yet written arrived
 
     def add(self, table: pa.Table) -> None:
+        if not self.pending_rows:
+            self.first_pending = time.monotonic()
         self.pending.append(table.select(self.schema.names).cast(self.schema))
         self.pending_rows += table.num_rows
-        if self.pending_rows >= self.rows_per_file or time.monotonic() - self.last_flush >= self.seconds_per_file:
+        if self.pending_rows >= self.rows_per_file or time.monotonic() - self.first_pending >= self.seconds_per_file:
             self.flush()
 
     def flush(self) -> None:
@@ -219,7 +221,6 @@ class PredictionWriter:
         self.files += 1
         self.rows += table.num_rows
         self.pending, self.pending_rows = [], 0
-        self.last_flush = time.monotonic()
 
 
 def _prediction_files(output_uri: str) -> list[str]:

@@ -12,6 +12,14 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skips a test whose outside dependency is missing on a developer's machine; under CI=true the
+    same absence fails it, so CI can never go green by skipping what it was meant to check."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real local Ray with 2 CPUs, shut down after the module (ray's data tests do the same)."""

@@ -109,7 +109,9 @@ def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    # 48 Mpx: over the product's default limit (40 Mpx, data.max_image_pixels) and under Pillow's own
+    # (about 89 Mpx warns, 179 Mpx refuses), so only the product's guard can refuse it.
+    header = struct.pack(">IIBBBBB", 8000, 6000, 8, 2, 0, 0, 0)
     bomb = (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
@@ -118,3 +120,20 @@ def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
     )
     write("bomb.png", bomb)
     return paths
+
+
+def with_calibration(artifact: str, directory: str, temperature: float, threshold: float) -> str:
+    """A copy of `artifact` whose card carries what training fits on validation data: a
+    temperature and a review threshold. The model file, and so the version, are unchanged."""
+    import json
+    import shutil
+
+    shutil.copytree(artifact, directory)
+    card_path = os.path.join(directory, "model_card.json")
+    with open(card_path) as handle:
+        card = json.load(handle)
+    card["calibration"] = {"method": "temperature scaling fitted on the validation split", "temperature": temperature}
+    card["review"] = {"threshold": threshold, "target_accuracy": 0.99}
+    with open(card_path, "w") as handle:
+        json.dump(card, handle)
+    return directory

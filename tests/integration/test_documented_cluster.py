@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import documented
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_or_fail
 from tests.factories import make_tree_catalog
 from tests.ray_cluster import VENV_BIN, cluster_env, head_node
 
@@ -93,9 +93,7 @@ class Bucket:
 def keras_cache_with_weights(directory: Path) -> str:
     """A KERAS_HOME whose models/ holds MobileNetV2 no-top weights under Keras' ImageNet file name."""
     if not STAND_IN.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{STAND_IN} is missing; CI must have ../shared")
-        pytest.skip(f"{STAND_IN} is missing")
+        skip_or_fail(f"{STAND_IN} is missing")
     code = f"""
 import h5py, keras
 from keras.src.legacy.saving import legacy_h5_format

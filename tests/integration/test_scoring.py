@@ -16,13 +16,15 @@ from PIL import Image
 
 from jobs import score as score_job
 from jobs.config import load_config
+from pipeline.calibration import apply_temperature
 from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema, prediction_schema
 from pipeline.scoring import prepare_scoring, score
-from tests.factories import bad_image_corpus
+from tests.factories import bad_image_corpus, with_calibration
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
+# seconds_per_file: long enough that file counts depend on rows only, even on a slow machine.
+CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8", "predict.seconds_per_file=600"]
 # The two pipeline shapes build_dataset chooses between: one actor fed by decode tasks, and
 # several CPU actors with decoding fused into them (jobs/configs/local.yaml).
 LAYOUTS = {
@@ -110,7 +112,10 @@ def test_unlabelled_folder_has_no_evaluation(ray_local, color_catalog, color_art
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_bad_images_become_error_rows_and_the_job_exits_0(ray_local, color_artifact, tmp_path, layout):
-    upright = Image.new("RGB", (40, 40), (220, 40, 40))
+    # Asymmetric (a red band over blue), so a rotation the decoder failed to undo would show in the
+    # probabilities of this position-sensitive CNN; a uniform square looks the same either way.
+    upright = Image.new("RGB", (40, 40), (40, 60, 220))
+    upright.paste((220, 40, 40), (0, 0, 40, 14))
     corpus = bad_image_corpus(str(tmp_path / "corpus"), upright)
     rows = [{"image_uri": path, "label": "red"} for path in corpus.values()]
     rows.append({"image_uri": str(tmp_path / "corpus" / "does_not_exist.png"), "label": "red"})
@@ -282,3 +287,35 @@ def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_
     frame = predictions(output).set_index("image_id")
     assert len(frame) == 4 and frame.loc["nul-in-uri", "error"].startswith("unreadable")
     assert manifest["evaluation"]["unknown_label_rows"] == 3
+
+
+def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, color_catalog, color_artifact, tmp_path):
+    """A calibrated card: confidence is the temperature-scaled probability, `low_confidence` uses the
+    card's review threshold, and the evaluation's review figures count those rows."""
+    temperature = 3.0
+    plain = predictions_by_id(tmp_path / "plain", run(color_catalog, color_artifact, str(tmp_path / "plain")))
+    expected = apply_temperature(np.stack(plain["probabilities"].to_numpy()), temperature)
+    threshold = float(np.median(expected.max(axis=1)))  # half the rows go to review
+    calibrated_model = with_calibration(color_artifact, str(tmp_path / "calibrated_model"), temperature, threshold)
+    manifest = run(color_catalog, calibrated_model, str(tmp_path / "calibrated"))
+    calibrated = predictions_by_id(tmp_path / "calibrated", manifest).loc[plain.index]
+    np.testing.assert_allclose(np.stack(calibrated["probabilities"].to_numpy()), expected, atol=1e-5)
+    np.testing.assert_allclose(calibrated["confidence"], expected.max(axis=1), atol=1e-5)
+    assert (calibrated["confidence"] < plain["confidence"]).all()  # T > 1 softens every row
+    assert (calibrated["predicted_label"] == plain["predicted_label"]).all()  # and keeps the ranking
+    assert manifest["low_confidence_threshold"] == threshold
+    low = calibrated["low_confidence"].to_numpy(dtype=bool)
+    assert (low == (calibrated["confidence"].to_numpy() < threshold)).all() and 0 < low.sum() < len(low)
+    review = json.load(open(tmp_path / "calibrated" / "evaluation" / "summary.json"))["review"]
+    correct = (calibrated["predicted_label"] == calibrated["label"]).to_numpy()
+    assert review == {"threshold": threshold, "rows": int(low.sum()), "accuracy_on_rest": float(correct[~low].mean())}
+
+    override = "predict.low_confidence_threshold=0"
+    overridden = run(color_catalog, calibrated_model, str(tmp_path / "overridden"), override)
+    assert overridden["low_confidence_threshold"] == 0.0
+    assert not predictions(str(tmp_path / "overridden"))["low_confidence"].any()
+
+
+def predictions_by_id(output, manifest):
+    assert manifest["status"] == "completed"
+    return predictions(str(output)).set_index("image_id").sort_index()

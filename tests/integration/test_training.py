@@ -12,12 +12,17 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import psutil
 import pytest
 
 from jobs.config import load_config
 from pipeline.artifacts import load_keras_model
+from pipeline.catalog import LabelIndex, read_catalog_frame
+from pipeline.images import decode_batch
+from pipeline.splits import make_split
 from pipeline.train_run import prepare_training, run_training
+from pipeline.training import build_datasets
 from tests.conftest import REPO
 from tests.factories import make_tree_catalog
 
@@ -60,7 +65,7 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
         assert card["workers"] == 2 and card["global_batch_size"] == 16
         assert card["split"]["hash"] and card["split"]["counts"]["test"]["red"] == 6
         assert set(card["library_versions"]) >= {"ray", "tensorflow", "keras"}
-        assert card["test"]["accuracy"] == results[name]["test"]["accuracy"]
+        assert results[name]["version"] == card["version"]
         history = json.load(open(os.path.join(artifact, "history.json")))
         assert len(history) == card["epochs_run"] >= 1
     assert os.path.exists(os.path.join(output, "comparison.json"))
@@ -69,6 +74,10 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
     code = """
 import json, sys, numpy as np, pandas as pd
 from pipeline.artifacts import load_keras_model
+from pipeline.catalog import LabelIndex, read_catalog_frame
+from pipeline.images import decode_batch
+from pipeline.splits import make_split
+from pipeline.training import build_datasets
 from pipeline.images import decode_batch
 artifact = sys.argv[1]
 card = json.load(open(artifact + "/model_card.json"))
@@ -259,3 +268,61 @@ def _session_of(process):
         return os.getsid(process.pid)
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray_local, catalog, tmp_path):
+    """A learning rate far too high makes validation loss stop improving within a few epochs: the
+    run must stop `patience` epochs after its best one (on both workers, or the collectives would
+    hang), and the saved model must be the best epoch's, not the last one's."""
+    import keras
+
+    output = str(tmp_path / "models")
+    patience, budget = 2, 40
+    train(
+        catalog,
+        output,
+        f"train.epochs={budget}",
+        f"train.cnn_patience={patience}",
+        "train.learning_rate=0.5",
+        "train.run_name=early",
+    )
+    artifact = os.path.join(output, "custom_cnn")
+    card = json.load(open(os.path.join(artifact, "model_card.json")))
+    history = json.load(open(os.path.join(artifact, "history.json")))
+    assert card["epochs_run"] == len(history) < budget, "early stopping never fired"
+    assert card["epochs_run"] == card["best_epoch"] + patience
+    best = history[card["best_epoch"] - 1]
+    assert best["val_loss"] == min(row["val_loss"] for row in history)
+    assert history[-1]["val_loss"] > best["val_loss"]
+    # The saved weights reproduce the best epoch's validation loss, not the last epoch's.
+    split = pd.read_csv(os.path.join(artifact, "split.csv"))
+    val = split[split["split"] == "val"]
+    pixels = decode_batch({"image_uri": val["image_uri"].to_numpy()}, 32)["image"].astype("float32")
+    labels = np.array([card["class_names"].index(label) for label in val["label"]])
+    probabilities = load_keras_model(artifact).predict_on_batch(pixels)
+    loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
+    assert loss == pytest.approx(best["val_loss"], rel=1e-4)
+    assert card["validation"]["loss"] == pytest.approx(best["val_loss"])
+
+
+def test_augmentation_changes_training_batches_and_never_validation_or_test(ray_local, catalog):
+    """Built the way run_training builds them: the train split is augmented (rotation, shift, shear,
+    zoom, flip), while validation and test images reach the model exactly as decoded."""
+    frame = make_split(read_catalog_frame(catalog), 0.15, 0.15, 0)
+    label_index = LabelIndex.fit(frame["label"])
+    config = load_config(None, ["model.image_size=32"])
+    assert config.augment.enabled  # the default
+    datasets, _ = build_datasets(frame, label_index, 32, config.data, config.augment, config.train.imbalance)
+    for split in ("train", "val", "test"):
+        rows = frame[frame["split"] == split]
+        decoded = decode_batch({"image_uri": rows["image_uri"].to_numpy()}, 32)["image"]
+        raw = {image.tobytes() for image in decoded}
+        seen = [
+            image.tobytes() for batch in datasets[split].iter_batches(batch_format="numpy") for image in batch["image"]
+        ]
+        assert len(seen) == len(rows)
+        unchanged = sum(image in raw for image in seen)
+        if split == "train":
+            assert unchanged <= 0.05 * len(seen), f"{unchanged} of {len(seen)} training images were not augmented"
+        else:
+            assert unchanged == len(seen), f"{len(seen) - unchanged} {split} images were altered"

@@ -43,4 +43,7 @@ def test_review_threshold_meets_the_target_on_kept_rows():
     kept = confidence >= review["threshold"]
     assert (predicted[kept] == labels[kept]).mean() >= 0.95
     assert 0 < review["validation_kept_share"] < 1
-    assert choose_review_threshold(probabilities, labels, 1.01 - 1e-9)["threshold"] >= review["threshold"]
+    stricter = choose_review_threshold(probabilities, labels, 0.99)
+    assert stricter["threshold"] > review["threshold"]
+    kept_strictly = confidence >= stricter["threshold"]
+    assert (predicted[kept_strictly] == labels[kept_strictly]).mean() >= 0.99

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from jobs.config import load_config
 from pipeline.engines import choose_engine, onnx_cuda_available
 from pipeline.resources import ClusterShape, actor_count, decode_in_actors
 from pipeline.training import configure_tensorflow, scaling_config
+from tests.conftest import REPO
 
 
 def test_gpu_flag_gives_each_training_worker_one_gpu():
@@ -52,8 +56,18 @@ def test_auto_engine_on_gpu_is_onnx_only_with_its_cuda_provider():
     assert choose_engine("auto", {"onnx": {"file": None}}, gpu=True) == "keras"
 
 
-def test_tensorflow_configuration_runs_without_a_gpu():
-    configure_tensorflow(1, gpu=True)  # memory growth on every visible GPU; none here, no error
+def test_tensorflow_configuration_runs_without_a_gpu_and_sizes_the_thread_pools():
+    """In a fresh process (TensorFlow fixes its pools at first use): the worker's CPU share sets
+    the pools, and asking for GPU memory growth with no GPU visible is not an error."""
+    code = (
+        "from pipeline.training import configure_tensorflow; import tensorflow as tf; "
+        "configure_tensorflow(3, gpu=True); "
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads(), len(tf.config.list_physical_devices('GPU')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["3", "2", "0"]
 
 
 @pytest.mark.gpu

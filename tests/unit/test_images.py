@@ -65,6 +65,19 @@ def test_bomb_is_refused_from_the_header_without_allocating(corpus):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: < 100 MB
 
 
+def test_the_bomb_is_one_pillow_itself_would_open():
+    assert 40_000_000 < 8000 * 6000 < Image.MAX_IMAGE_PIXELS  # the product's limit, not Pillow's, refuses it
+
+
+def test_a_configured_lower_pixel_limit_is_enforced(corpus):
+    data = open(corpus["one_pixel"], "rb").read()
+    assert decode_image(data, 32, max_pixels=1).shape == (32, 32, 3)
+    upright = open(corpus["upright"], "rb").read()
+    with pytest.raises(ImageError, match="too_large: 60x40 pixels exceeds the limit of 2399"):
+        decode_image(upright, 32, max_pixels=2399)
+    assert decode_image(upright, 32, max_pixels=2400).shape == (32, 32, 3)
+
+
 def test_missing_file_is_an_error_row(tmp_path):
     batch = decode_batch({"image_uri": np.array([str(tmp_path / "nope.png")], dtype=object)}, image_size=32)
     assert batch["error"][0].startswith("missing")

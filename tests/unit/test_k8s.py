@@ -29,6 +29,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from jobs.config import load_config, read_preset
+from tests.conftest import skip_or_fail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
@@ -203,7 +204,7 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
     if not CRDS_DIR.is_dir():
-        pytest.skip(f"KubeRay CRDs not found at {CRDS_DIR}; set KUBERAY_CRDS_DIR to the folder of the CRD files")
+        skip_or_fail(f"KubeRay CRDs not found at {CRDS_DIR}; set KUBERAY_CRDS_DIR to the folder of the CRD files")
     validators = {}
     for path in sorted(CRDS_DIR.glob("*.yaml")):
         for crd in load_documents(path):
@@ -214,7 +215,7 @@ def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
                 schema = strict_schema(version["schema"]["openAPIV3Schema"])
                 validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft202012Validator(schema)
     if not validators:
-        pytest.skip(f"no CustomResourceDefinition in {CRDS_DIR}")
+        skip_or_fail(f"no CustomResourceDefinition in {CRDS_DIR}")
     return validators
 
 
@@ -761,7 +762,7 @@ def test_endpoint_replacements_reach_every_endpoint_variable() -> None:
 def test_kustomize_build_applies_settings_and_images(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl not on PATH; the other tests check kustomization.yaml without rendering it")
+        skip_or_fail("kubectl not on PATH; the other tests check kustomization.yaml without rendering it")
     workdir = tmp_path / "k8s"
     shutil.copytree(K8S_DIR, workdir)
     values = {"BUCKET": "other-bucket", "AWS_ENDPOINT_URL": "http://minio.invalid:9000", "SCORE_SCHEDULE": "15 3 * * *"}
