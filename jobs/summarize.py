@@ -12,6 +12,11 @@ from pipeline import storage
 from pipeline.scoring import RUN_FILE
 
 
+def _figure(value: float | None) -> str:
+    """A metric to 4 places, or "-" for an unlabelled catalog, which has none."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.summarize", description=__doc__.split("\n")[0])
     parser.add_argument("outputs", nargs="+", help="scoring output folders")
@@ -20,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         print(f"{'model':<14} {'status':<10} {'rows':>6} {'errors':>6} {'accuracy':>9} {'macro-F1':>9}  predictions")
         for output in args.outputs:
+            if not storage.exists(storage.join(output, RUN_FILE)):
+                raise ValueError(f"{output!r} has no {RUN_FILE}: not a scoring output, or its run never started")
             run = storage.read_json(storage.join(output, RUN_FILE))
             headline = run.get("evaluation") or {}
             accuracy = headline.get("accuracy")
             macro_f1 = headline.get("macro_f1")
             print(
                 f"{run['model']['name']:<14} {run['status']:<10} {run['counts']['out']:>6} "
-                f"{run['counts']['errors']:>6} {accuracy if accuracy is None else f'{accuracy:.4f}':>9} "
-                f"{macro_f1 if macro_f1 is None else f'{macro_f1:.4f}':>9}  "
+                f"{run['counts']['errors']:>6} {_figure(accuracy):>9} {_figure(macro_f1):>9}  "
                 f"{storage.join(output, 'predictions')}"
             )
         return runtime.EXIT_OK

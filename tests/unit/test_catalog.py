@@ -39,13 +39,40 @@ def test_manifest_keeps_passthrough_and_resolves_relative_uris(tmp_path):
     assert frame["label"].tolist() == ["a", None]
 
 
+def manifest(directory, columns) -> str:
+    path = directory / "manifest.csv"
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return str(path)
+
+
+def mixed_root(directory) -> str:
+    make_tree_catalog(str(directory / "mixed"), {"a": 1})
+    make_tree_catalog(str(directory / "flat"), {"x": 1})
+    os.rename(directory / "flat" / "x" / "0000.png", directory / "mixed" / "loose.png")
+    return str(directory / "mixed")
+
+
+def test_file_uris_read_like_paths(tmp_path):
+    root = make_tree_catalog(str(tmp_path / "tree"), {"a": 2, "b": 1})
+    by_path, by_uri = read_catalog_frame(root), read_catalog_frame(f"file://{root}")
+    assert by_uri["image_id"].tolist() == by_path["image_id"].tolist() == ["a/0000.png", "a/0001.png", "b/0000.png"]
+    assert by_uri["label"].tolist() == ["a", "a", "b"]
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda p: str(p / "missing"), "does not exist"),
         (lambda p: (p / "empty").mkdir() or str(p / "empty"), "holds no images"),
         (lambda p: pd.DataFrame({"path": ["x.png"]}).to_csv(p / "m.csv", index=False) or str(p / "m.csv"), "image_uri"),
+        (
+            lambda p: manifest(p, {"image_uri": ["a.png", "b.png"], "image_id": ["same", "same"]}),
+            "duplicate image_id values, e.g. 'same'",
+        ),
+        (lambda p: manifest(p, {"image_uri": ["a.png", ""]}), "rows with an empty image_uri"),
+        (lambda p: mixed_root(p), "mixes images at its root .*'loose.png'"),
     ],
+    ids=["missing", "empty", "no_image_uri", "duplicate_ids", "empty_image_uri", "mixed_root"],
 )
 def test_bad_catalogs_raise_with_the_fix(tmp_path, make, message):
     with pytest.raises(ValueError, match=message):

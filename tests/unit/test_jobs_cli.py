@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import ray
 
@@ -109,3 +112,25 @@ def test_unsafe_model_is_refused(tmp_path, catalog, color_artifact, capsys):
         load_keras_model(str(unsafe))
     card = json.loads((unsafe / "model_card.json").read_text())
     assert card["name"] == "custom_cnn"
+
+
+def write_run(output, name, status, evaluation):
+    os.makedirs(output)
+    run = {"model": {"name": name}, "status": status, "counts": {"out": 500, "errors": 3}, "evaluation": evaluation}
+    with open(os.path.join(output, "run.json"), "w") as handle:
+        json.dump(run, handle)
+
+
+def test_summarize_prints_one_line_per_run_and_refuses_a_folder_without_run_json(tmp_path, capsys):
+    from jobs import summarize
+
+    labelled, unlabelled = str(tmp_path / "a"), str(tmp_path / "b")
+    write_run(labelled, "custom_cnn", "completed", {"accuracy": 0.87654, "macro_f1": 0.8})
+    write_run(unlabelled, "mobilenet_v2", "failed", None)
+    assert summarize.main([labelled, unlabelled]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["model", "status", "rows", "errors", "accuracy", "macro-F1"]
+    assert first.split() == ["custom_cnn", "completed", "500", "3", "0.8765", "0.8000", f"{labelled}/predictions"]
+    assert second.split() == ["mobilenet_v2", "failed", "500", "3", "-", "-", f"{unlabelled}/predictions"]
+    assert summarize.main([str(tmp_path / "nothing")]) == 2
+    assert "has no run.json" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """tests/README.md maps README promises to tests: every test it names must exist where it says."""
+
 from __future__ import annotations
 
 import re
@@ -27,6 +28,9 @@ def named_tests() -> list[tuple[str, str]]:
 def test_every_test_named_in_the_tests_readme_exists():
     references = named_tests()
     assert len(references) >= 30
-    missing = [f"{path}::{name}" for path, name in references
-               if not re.search(rf"^def {re.escape(name)}\(", (TESTS / path).read_text(), flags=re.MULTILINE)]
+    missing = [
+        f"{path}::{name}"
+        for path, name in references
+        if not re.search(rf"^def {re.escape(name)}\(", (TESTS / path).read_text(), flags=re.MULTILINE)
+    ]
     assert not missing, missing
