@@ -18,6 +18,7 @@ import pytest
 
 from jobs.config import load_config
 from pipeline.artifacts import load_keras_model
+from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
 from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.images import decode_batch
 from pipeline.splits import make_split
@@ -65,6 +66,11 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
         assert card["workers"] == 2 and card["global_batch_size"] == 16
         assert card["split"]["hash"] and card["split"]["counts"]["test"]["red"] == 6
         assert set(card["library_versions"]) >= {"ray", "tensorflow", "keras"}
+        # A failed ONNX export must not pass silently: scoring's default engine depends on it.
+        assert card["onnx"]["file"] == "model.onnx", card["onnx"]
+        assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+        assert os.path.getsize(os.path.join(artifact, "model.onnx")) > 0
+        assert 0.05 <= card["calibration"]["temperature"] <= 20 and 0 <= card["review"]["threshold"] <= 1
         assert results[name]["version"] == card["version"]
         history = json.load(open(os.path.join(artifact, "history.json")))
         assert len(history) == card["epochs_run"] >= 1
@@ -74,6 +80,7 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
     code = """
 import json, sys, numpy as np, pandas as pd
 from pipeline.artifacts import load_keras_model
+from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
 from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.images import decode_batch
 from pipeline.splits import make_split
@@ -303,6 +310,12 @@ def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray
     loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
     assert loss == pytest.approx(best["val_loss"], rel=1e-4)
     assert card["validation"]["loss"] == pytest.approx(best["val_loss"])
+    # Temperature and review threshold come from these validation images, never the test split.
+    temperature = fit_temperature(probabilities, labels)
+    assert card["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-3)
+    calibrated = apply_temperature(probabilities, card["calibration"]["temperature"])
+    review = choose_review_threshold(calibrated, labels, card["config"]["train"]["review_target_accuracy"])
+    assert card["review"]["threshold"] == pytest.approx(review["threshold"], abs=1e-6)
 
 
 def test_augmentation_changes_training_batches_and_never_validation_or_test(ray_local, catalog):
