@@ -264,39 +264,43 @@ def _make_train_step(strategy: Any, model: Any, optimizer: Any, class_weights: A
     return distributed_step
 
 
-def _evaluate(model: Any, iterator: Any, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
+def _make_predict(model: Any) -> Any:
+    """The model's inference call as one `tf.function`, built once per worker: a function defined
+    inside the evaluation was traced again every epoch (TensorFlow's retracing warning)."""
+    import tensorflow as tf
+
+    return tf.function(lambda batch: model(tf.cast(batch, tf.float32), training=False), reduce_retracing=True)
+
+
+def _evaluate(predict: Any, iterator: Any, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
     """Unweighted loss and accuracy over a whole (unsplit) dataset on this worker."""
     import keras
     import tensorflow as tf
-
-    @tf.function  # type: ignore[untyped-decorator]
-    def predict(batch: Any) -> Any:
-        return model(tf.cast(batch, tf.float32), training=False)
 
     total_loss, correct, count = 0.0, 0.0, 0
     for batch in iterator.iter_tf_batches(batch_size=batch_size):
         probabilities = predict(batch[IMAGE])
         labels = batch[LABEL_INDEX]
         total_loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
-        correct += float(
-            tf.reduce_sum(
-                tf.cast(
-                    tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(labels, tf.int32)), tf.float32
-                )
-            )
-        )
+        hits = tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(labels, tf.int32))
+        correct += float(tf.reduce_sum(tf.cast(hits, tf.float32)))
         count += int(labels.shape[0])
         beat()
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
-def _agree(strategy: Any, value: float) -> float:
+def _make_agree(strategy: Any) -> Any:
     """All-reduces a scalar so every worker takes the same early-stopping decision (a worker that
-    stops alone leaves the others waiting in a collective forever)."""
+    stops alone leaves the others waiting in a collective forever). A `tf.function`: run eagerly,
+    the collective is slow and TensorFlow warns about it every epoch."""
     import tensorflow as tf
 
-    per_replica = strategy.run(lambda: tf.constant(value, tf.float32))
-    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+    @tf.function  # type: ignore[untyped-decorator]
+    def agree(value: Any) -> Any:
+        per_replica = strategy.run(tf.identity, args=(value,))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    return lambda value: float(agree(tf.constant(value, tf.float32)))
 
 
 def _weights_by_path(model: Any) -> dict[str, np.ndarray]:
@@ -348,6 +352,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     with strategy.scope():
         model = build_model(settings.model_name, settings.num_classes, settings.image_size, **options)
     beat(force=True)
+    predict, agree = _make_predict(model), _make_agree(strategy)
 
     state = TrainingState()
     best_weights = _weights_by_path(model)
@@ -409,8 +414,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss, hits = step(batch[IMAGE], tf.cast(batch[LABEL_INDEX], tf.int32))
                 loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
                 beat()
-            val_loss, val_accuracy = _evaluate(model, val_data, train.batch_size_per_worker * 2, beat)
-            val_loss = _agree(strategy, val_loss)
+            val_loss, val_accuracy = _evaluate(predict, val_data, train.batch_size_per_worker * 2, beat)
+            val_loss = agree(val_loss)
             row = {
                 "phase": phase_name,
                 "epoch": state.epochs_done + 1,
