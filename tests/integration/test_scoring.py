@@ -221,6 +221,30 @@ def test_decode_is_the_same_directly_and_through_ray(ray_local, color_catalog):
     np.testing.assert_array_equal(direct["image"], through["image"])
 
 
+def test_exif_orientation_is_undone_by_the_scoring_decode_on_ray_workers(ray_local, tmp_path):
+    """The colour model is too sure of itself for its probabilities to show a rotation, so the
+    pixels are compared: through Ray Data, the EXIF-rotated file decodes to the upright image and
+    not to the rotated pixels it stores."""
+    import ray
+
+    from pipeline.images import decode_batch
+
+    upright = Image.new("RGB", (40, 40), (40, 60, 220))
+    upright.paste((220, 40, 40), (0, 0, 40, 14))  # a red band along the top
+    corpus = bad_image_corpus(str(tmp_path / "corpus"), upright)
+    uris = np.array([corpus["upright"], corpus["exif_rotated"]], dtype=object)
+    decoded = (
+        ray.data.from_items([{"image_uri": uri} for uri in uris])
+        .map_batches(decode_batch, batch_format="numpy", fn_kwargs={"image_size": 40})
+        .take_batch(2)
+    )
+    by_uri = dict(zip(decoded["image_uri"], decoded["image"].astype(int)))
+    straight, rotated = by_uri[corpus["upright"]], by_uri[corpus["exif_rotated"]]
+    assert np.abs(straight - rotated).mean() < 6  # JPEG noise only
+    stored = np.asarray(upright.transpose(Image.Transpose.ROTATE_90), dtype=int)
+    assert np.abs(stored - rotated).mean() > 30  # what a decoder that ignored EXIF would return
+
+
 def test_onnx_and_keras_engines_agree(ray_local, color_catalog, color_artifact, tmp_path):
     outputs = {}
     for engine in ("onnx", "keras"):
@@ -289,13 +313,27 @@ def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_
     assert manifest["evaluation"]["unknown_label_rows"] == 3
 
 
-def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, color_catalog, color_artifact, tmp_path):
+def blended_catalog(root) -> str:
+    """Red and green mixed in 18 proportions: images the colour model is unsure about, to a degree
+    that varies from image to image (on pure colours it is certain, and every confidence is 1)."""
+    for index, share in enumerate(np.linspace(0.1, 0.9, 18)):
+        label = "red" if share > 0.5 else "green"
+        colour = tuple(int(v) for v in share * np.array((220, 40, 40)) + (1 - share) * np.array((40, 200, 60)))
+        os.makedirs(os.path.join(root, label), exist_ok=True)
+        Image.new("RGB", (32, 32), colour).save(os.path.join(root, label, f"{index:04d}.png"))
+    return str(root)
+
+
+def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, color_artifact, tmp_path):
     """A calibrated card: confidence is the temperature-scaled probability, `low_confidence` uses the
     card's review threshold, and the evaluation's review figures count those rows."""
+    color_catalog = blended_catalog(tmp_path / "blended")
     temperature = 3.0
     plain = predictions_by_id(tmp_path / "plain", run(color_catalog, color_artifact, str(tmp_path / "plain")))
     expected = apply_temperature(np.stack(plain["probabilities"].to_numpy()), temperature)
-    threshold = float(np.median(expected.max(axis=1)))  # half the rows go to review
+    distinct = np.unique(expected.max(axis=1))
+    assert len(distinct) >= 2
+    threshold = float(distinct[len(distinct) // 2 - 1] + distinct[len(distinct) // 2]) / 2  # some rows go to review
     calibrated_model = with_calibration(color_artifact, str(tmp_path / "calibrated_model"), temperature, threshold)
     manifest = run(color_catalog, calibrated_model, str(tmp_path / "calibrated"))
     calibrated = predictions_by_id(tmp_path / "calibrated", manifest).loc[plain.index]
