@@ -72,6 +72,18 @@ def _shortfall(message: str, cluster: ClusterShape) -> None:
     )
 
 
+def _fitted_share(count: int, share: float, budget: float, cluster: ClusterShape, refusal: str) -> float:
+    """`share` CPUs for each of `count` workers or actors, shrunk (to a twentieth) until they fit
+    `budget` and one node; unchanged when they already fit, or when nothing fits (`refusal`)."""
+    if count * share <= budget and share <= cluster.largest_node_cpus:
+        return share
+    fitted = min(_floor_share(budget, count), _floor_share(cluster.largest_node_cpus, 1))
+    if fitted < MIN_CPU_SHARE:
+        _shortfall(refusal, cluster)
+        return share
+    return fitted
+
+
 def fit_training(resources: ResourcesConfig, cluster: ClusterShape) -> ResourcesConfig:
     """Ray Train's request, shrunk to leave a CPU for the data tasks that feed it.
 
@@ -86,16 +98,13 @@ def fit_training(resources: ResourcesConfig, cluster: ClusterShape) -> Resources
             cluster,
         )
     budget = min(cluster.cpus - DATA_TASK_CPUS, workers * cluster.largest_node_cpus)
-    if workers * resources.cpus_per_worker <= budget and resources.cpus_per_worker <= cluster.largest_node_cpus:
-        return resources
-    share = min(_floor_share(budget, workers), _floor_share(cluster.largest_node_cpus, 1))
-    if share < MIN_CPU_SHARE:
-        _shortfall(
-            f"{workers} training workers × resources.cpus_per_worker={resources.cpus_per_worker:g} "
-            f"do not fit a Ray cluster of {cluster.cpus:g} CPUs with {DATA_TASK_CPUS:g} left for "
-            "Ray Data; lower --workers (resources.workers) or run on more CPUs",
-            cluster,
-        )
+    refusal = (
+        f"{workers} training workers × resources.cpus_per_worker={resources.cpus_per_worker:g} "
+        f"do not fit a Ray cluster of {cluster.cpus:g} CPUs with {DATA_TASK_CPUS:g} left for "
+        "Ray Data; lower --workers (resources.workers) or run on more CPUs"
+    )
+    share = _fitted_share(workers, resources.cpus_per_worker, budget, cluster, refusal)
+    if share == resources.cpus_per_worker:
         return resources
     logger.warning(
         "resources.cpus_per_worker=%g × %d workers would leave the %g-CPU Ray cluster no CPU "
@@ -143,15 +152,12 @@ def fit_scoring(resources: ResourcesConfig, threads_per_actor: int, cluster: Clu
         )
     budget = cluster.cpus - (0 if decode_in_actors(resources, actors) else DATA_TASK_CPUS)
     budget = min(budget, actors * cluster.largest_node_cpus)
-    if actors * resources.cpus_per_actor <= budget and resources.cpus_per_actor <= cluster.largest_node_cpus:
-        return fitted
-    share = min(_floor_share(budget, actors), _floor_share(cluster.largest_node_cpus, 1))
-    if share < MIN_CPU_SHARE:
-        _shortfall(
-            f"{actors} scoring actors × resources.cpus_per_actor={resources.cpus_per_actor:g} do not "
-            f"fit a Ray cluster of {cluster.cpus:g} CPUs; lower --actors (resources.actors)",
-            cluster,
-        )
+    refusal = (
+        f"{actors} scoring actors × resources.cpus_per_actor={resources.cpus_per_actor:g} do not "
+        f"fit a Ray cluster of {cluster.cpus:g} CPUs; lower --actors (resources.actors)"
+    )
+    share = _fitted_share(actors, resources.cpus_per_actor, budget, cluster, refusal)
+    if share == resources.cpus_per_actor:
         return fitted
     logger.warning(
         "resources.cpus_per_actor=%g × %d actors does not fit the %g-CPU Ray cluster with its "
