@@ -23,7 +23,7 @@ from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.images import decode_batch
 from pipeline.splits import make_split
 from pipeline.train_run import prepare_training, run_training
-from pipeline.training import build_datasets
+from pipeline.training import BEST_WEIGHTS, CURRENT_WEIGHTS, _load_npz, build_datasets
 from tests.conftest import REPO
 from tests.factories import make_tree_catalog
 
@@ -292,6 +292,7 @@ def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray
         f"train.cnn_patience={patience}",
         "train.learning_rate=0.5",
         "train.run_name=early",
+        "train.keep_checkpoints=100",
     )
     artifact = os.path.join(output, "custom_cnn")
     card = json.load(open(os.path.join(artifact, "model_card.json")))
@@ -300,7 +301,7 @@ def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray
     assert card["epochs_run"] == card["best_epoch"] + patience
     best = history[card["best_epoch"] - 1]
     assert best["val_loss"] == min(row["val_loss"] for row in history)
-    assert history[-1]["val_loss"] > best["val_loss"]
+    assert all(row["val_loss"] >= best["val_loss"] for row in history[card["best_epoch"] :])
     # The saved weights reproduce the best epoch's validation loss, not the last epoch's.
     split = pd.read_csv(os.path.join(artifact, "split.csv"))
     val = split[split["split"] == "val"]
@@ -310,6 +311,19 @@ def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray
     loss = float(keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy().mean())
     assert loss == pytest.approx(best["val_loss"], rel=1e-4)
     assert card["validation"]["loss"] == pytest.approx(best["val_loss"])
+    # The model holds the best weights, not those of a later epoch.
+    checkpoints = sorted(
+        path
+        for path in glob.glob(os.path.join(output, "_ray_train", "early-custom_cnn", "checkpoint_*"))
+        if os.path.isdir(path)
+    )
+    assert len(checkpoints) == card["epochs_run"] + 1  # one per epoch, then the final one
+    saved = {variable.path: variable.numpy() for variable in load_keras_model(artifact).weights}
+    best_weights = _load_npz(os.path.join(checkpoints[-1], BEST_WEIGHTS))
+    # The epoch after the best one trained on (a stop restores the best weights before its checkpoint).
+    after_best = _load_npz(os.path.join(checkpoints[card["best_epoch"]], CURRENT_WEIGHTS))
+    assert all(np.array_equal(saved[path], best_weights[path]) for path in saved)
+    assert any(not np.array_equal(saved[path], after_best[path]) for path in saved)
     # Temperature and review threshold come from these validation images, never the test split.
     temperature = fit_temperature(probabilities, labels)
     assert card["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-3)
