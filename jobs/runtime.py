@@ -16,8 +16,6 @@ from pipeline import storage
 from pipeline.config import JobConfig, ResourcesConfig
 from pipeline.resources import on_remote_cluster
 
-__all__ = ["on_remote_cluster"]  # re-exported: what a submitted driver checks (tests ask it)
-
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

@@ -72,15 +72,30 @@ def _shortfall(message: str, cluster: ClusterShape) -> None:
     )
 
 
-def _fitted_share(count: int, share: float, budget: float, cluster: ClusterShape, refusal: str) -> float:
-    """`share` CPUs for each of `count` workers or actors, shrunk (to a twentieth) until they fit
-    `budget` and one node; unchanged when they already fit, or when nothing fits (`refusal`)."""
+def _fitted_share(
+    count: int, noun: str, key: str, share: float, budget: float, cluster: ClusterShape, refusal: str
+) -> float:
+    """`share` CPUs for each of `count` workers or actors (`noun`, configured as `resources.<key>`),
+    shrunk (to a twentieth) until they fit `budget` and one node, and logged when shrunk; unchanged
+    when they already fit, or when nothing fits (`refusal`)."""
     if count * share <= budget and share <= cluster.largest_node_cpus:
         return share
     fitted = min(_floor_share(budget, count), _floor_share(cluster.largest_node_cpus, 1))
     if fitted < MIN_CPU_SHARE:
         _shortfall(refusal, cluster)
         return share
+    logger.warning(
+        "resources.%s=%g × %d %ss do not fit the %g-CPU Ray cluster beside the Ray Data tasks they need "
+        "(a silent hang); using %g per %s. Set resources.%s yourself to choose.",
+        key,
+        share,
+        count,
+        noun,
+        cluster.cpus,
+        fitted,
+        noun,
+        key,
+    )
     return fitted
 
 
@@ -103,18 +118,7 @@ def fit_training(resources: ResourcesConfig, cluster: ClusterShape) -> Resources
         f"do not fit a Ray cluster of {cluster.cpus:g} CPUs with {DATA_TASK_CPUS:g} left for "
         "Ray Data; lower --workers (resources.workers) or run on more CPUs"
     )
-    share = _fitted_share(workers, resources.cpus_per_worker, budget, cluster, refusal)
-    if share == resources.cpus_per_worker:
-        return resources
-    logger.warning(
-        "resources.cpus_per_worker=%g × %d workers would leave the %g-CPU Ray cluster no CPU "
-        "for Ray Data's tasks (a silent hang); using %g per worker. Set "
-        "resources.cpus_per_worker yourself to choose.",
-        resources.cpus_per_worker,
-        workers,
-        cluster.cpus,
-        share,
-    )
+    share = _fitted_share(workers, "worker", "cpus_per_worker", resources.cpus_per_worker, budget, cluster, refusal)
     return dataclasses.replace(resources, cpus_per_worker=share)
 
 
@@ -143,7 +147,6 @@ def fit_scoring(resources: ResourcesConfig, threads_per_actor: int, cluster: Clu
         ValueError: On a cluster that cannot grow, actors that cannot be placed at all.
     """
     actors = actor_count(resources, threads_per_actor, cluster)
-    fitted = dataclasses.replace(resources, actors=actors)
     if resources.gpu and cluster.gpus < actors:
         _shortfall(
             f"{actors} GPU scoring actors but the Ray cluster has {cluster.gpus:g} GPUs; "
@@ -156,16 +159,5 @@ def fit_scoring(resources: ResourcesConfig, threads_per_actor: int, cluster: Clu
         f"{actors} scoring actors × resources.cpus_per_actor={resources.cpus_per_actor:g} do not "
         f"fit a Ray cluster of {cluster.cpus:g} CPUs; lower --actors (resources.actors)"
     )
-    share = _fitted_share(actors, resources.cpus_per_actor, budget, cluster, refusal)
-    if share == resources.cpus_per_actor:
-        return fitted
-    logger.warning(
-        "resources.cpus_per_actor=%g × %d actors does not fit the %g-CPU Ray cluster with its "
-        "decode tasks (a silent hang); using %g per actor. Set resources.cpus_per_actor yourself "
-        "to choose.",
-        resources.cpus_per_actor,
-        actors,
-        cluster.cpus,
-        share,
-    )
-    return dataclasses.replace(fitted, cpus_per_actor=share)
+    share = _fitted_share(actors, "actor", "cpus_per_actor", resources.cpus_per_actor, budget, cluster, refusal)
+    return dataclasses.replace(resources, actors=actors, cpus_per_actor=share)

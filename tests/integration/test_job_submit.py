@@ -34,10 +34,11 @@ def catalog(tmp_path_factory):
 
 
 def test_a_submitted_driver_counts_as_on_a_cluster(cluster):
-    """jobs.runtime relies on `ray job submit` giving the driver RAY_ADDRESS: the GCS address of the
-    cluster (Ray 2.60 advertises the node's primary IP there even with --node-ip-address 127.0.0.1)."""
+    """The jobs (pipeline.resources) rely on `ray job submit` giving the driver RAY_ADDRESS: the GCS
+    address of the cluster (Ray 2.60 advertises the node's primary IP there even with
+    --node-ip-address 127.0.0.1)."""
     code = (
-        "import os, sys; from jobs.runtime import on_remote_cluster; "
+        "import os, sys; from pipeline.resources import on_remote_cluster; "
         "size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk('.') for f in fs); "
         "print('ADDRESS=' + os.environ.get('RAY_ADDRESS', ''), 'REMOTE=' + str(on_remote_cluster()), "
         "'PYTHON=' + sys.executable, 'SIZE=' + str(size), 'TOP=' + ','.join(sorted(os.listdir('.'))))"
