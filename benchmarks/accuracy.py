@@ -387,8 +387,9 @@ def run_product(
 ) -> dict[str, Any]:
     from jobs.config import load_config
     from pipeline.schema import ERROR, LABEL
-    from pipeline.scoring import prepare_scoring, read_predictions, score
-    from pipeline.train_run import prepare_training, run_training
+    from pipeline.score.driver import prepare_scoring, score
+    from pipeline.score.predictions import read_predictions
+    from pipeline.train.driver import prepare_training, run_training
 
     model = "custom_cnn" if variant == "product_custom_cnn" else "mobilenet_v2"
     if variant == "product_mobilenet_v2_scratch":
@@ -596,7 +597,7 @@ def run_baseline(
     from models.mobilenet_v2 import unfreeze_top_layers
     from models.spec import InputSpec
     from pipeline.calibration import apply_temperature, fit_temperature
-    from pipeline.training import class_weight_vector
+    from pipeline.train.data import class_weight_vector
 
     published = variant.startswith("baseline_published")
     model_name = "custom_cnn" if variant.endswith("_cnn") else "mobilenet_v2"
@@ -1144,7 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     from benchmarks.common import machine
     from pipeline.config import IMBALANCE_STRATEGIES, TrainConfig
-    from pipeline.training import configure_tensorflow
+    from pipeline.tf_runtime import configure_tensorflow
 
     started = time.perf_counter()
     if args.tiny:

@@ -118,7 +118,7 @@ def model_only(artifact_dir: str, card: dict[str, Any], pixels: np.ndarray, batc
     the phases after this one are not billed for 600 MB of test tensors.
     """
     from pipeline.engines import load_engine, onnxruntime_available
-    from pipeline.training import configure_tensorflow
+    from pipeline.tf_runtime import configure_tensorflow
 
     pixels = pixels.astype(np.float32)
     engines = ["keras"] + (["onnx"] if card.get("onnx", {}).get("file") and onnxruntime_available() else [])
@@ -166,7 +166,7 @@ def product(
     import ray
 
     from jobs.config import load_config
-    from pipeline.scoring import prepare_scoring, score
+    from pipeline.score.driver import prepare_scoring, score
 
     config = load_config(config_path, overrides, **{"predict.engine": engine, "predict.overwrite": True})
     started = time.perf_counter()

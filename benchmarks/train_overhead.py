@@ -151,7 +151,7 @@ def product_fit(catalog: str, output: str, args: argparse.Namespace, workers: in
     """The product's training job (minus process start-up) on a fresh local Ray."""
     import ray
 
-    from pipeline.train_run import prepare_training, run_training
+    from pipeline.train.driver import prepare_training, run_training
 
     config = product_config(args, workers)
     shutil.rmtree(output, ignore_errors=True)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = os.path.join(work, f"catalog-{args.per_class}")
         log(f"generating a {args.per_class}-per-class catalog in {catalog}")
         info = make_labelled_catalog(catalog, args.per_class)
-        from pipeline.train_run import prepare_training
+        from pipeline.train.driver import prepare_training
 
         plan = prepare_training(catalog, os.path.join(work, "plain"), product_config(args, 1))
         results: dict[str, Any] = {

@@ -11,8 +11,8 @@ import logging
 
 from jobs import runtime
 from pipeline.config import JobConfig
-from pipeline.incremental import prepare_incremental, score_incremental
-from pipeline.scoring import prepare_scoring, score
+from pipeline.score.driver import prepare_scoring, score
+from pipeline.score.incremental import prepare_incremental, score_incremental
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import argparse
 
 from jobs import runtime
 from pipeline import storage
-from pipeline.scoring import RUN_FILE
+from pipeline.score.predictions import RUN_FILE
 
 
 def _figure(value: float | None) -> str:

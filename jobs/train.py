@@ -11,7 +11,7 @@ import logging
 from jobs import runtime
 from pipeline import storage
 from pipeline.config import JobConfig
-from pipeline.train_run import prepare_training, run_training
+from pipeline.train.driver import prepare_training, run_training
 
 logger = logging.getLogger(__name__)
 

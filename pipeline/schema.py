@@ -38,6 +38,8 @@ PREDICTION_FIELDS: list[pa.Field] = [
     pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ]
 PREDICTION_COLUMNS = tuple(field.name for field in PREDICTION_FIELDS)
+# Names a manifest's passthrough columns may not take: they would overwrite the product's own.
+RESERVED_COLUMNS = frozenset(PREDICTION_COLUMNS) | {IMAGE}
 CLASS_NAMES_METADATA_KEY = b"catalog_classifier.class_names"
 
 

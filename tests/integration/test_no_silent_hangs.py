@@ -20,7 +20,9 @@ import pytest
 from jobs.config import load_config
 from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.splits import make_split
-from pipeline.training import WorkerConfig, build_datasets, fit
+from pipeline.train.data import build_datasets
+from pipeline.train.trainer import fit
+from pipeline.train.worker import WorkerConfig
 from pipeline.watchdog import StalledError
 from tests import documented
 from tests.conftest import REPO
@@ -208,7 +210,7 @@ def test_worker_heartbeats_keep_a_long_training_run_alive(ray_local, catalog, tm
 
 def test_the_watchdog_ends_a_scoring_run_stuck_on_a_read(ray_local, color_artifact, tmp_path):
     """An image that never finishes reading (a FIFO nobody writes, like a hung network mount)."""
-    from pipeline.scoring import prepare_scoring, score
+    from pipeline.score.driver import prepare_scoring, score
 
     fifo = tmp_path / "stuck.png"
     os.mkfifo(fifo)

@@ -18,7 +18,7 @@ from jobs import score as score_job
 from jobs.config import load_config
 from pipeline.calibration import apply_temperature
 from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema, prediction_schema
-from pipeline.scoring import prepare_scoring, score
+from pipeline.score.driver import prepare_scoring, score
 from tests.factories import bad_image_corpus, with_calibration
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -48,7 +48,7 @@ def test_labelled_tree_scores_every_row_with_the_schema(
     ray_local, color_catalog, color_artifact, tmp_path, layout, caplog
 ):
     output = str(tmp_path / "out")
-    with caplog.at_level(logging.INFO, logger="pipeline.scoring"):
+    with caplog.at_level(logging.INFO, logger="pipeline.score.driver"):
         manifest = run(color_catalog, color_artifact, output, *LAYOUTS[layout])
     shape = (
         "scoring with 1 CPU actor(s), decoding in separate tasks"
@@ -263,7 +263,7 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
 
     import duckdb
 
-    from pipeline.incremental import prepare_incremental, read_current_view, score_incremental
+    from pipeline.score.incremental import prepare_incremental, read_current_view, score_incremental
 
     root = str(tmp_path / "scheduled")
     config = load_config(None, CONFIG)

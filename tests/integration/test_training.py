@@ -22,8 +22,9 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.images import decode_batch
 from pipeline.splits import make_split
-from pipeline.train_run import prepare_training, run_training
-from pipeline.training import BEST_WEIGHTS, CURRENT_WEIGHTS, _load_npz, build_datasets
+from pipeline.train.data import build_datasets
+from pipeline.train.driver import prepare_training, run_training
+from pipeline.train.worker import BEST_WEIGHTS, CURRENT_WEIGHTS, _load_npz
 from tests.conftest import REPO
 from tests.factories import make_tree_catalog
 
@@ -84,7 +85,7 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.catalog import LabelIndex, read_catalog_frame
 from pipeline.images import decode_batch
 from pipeline.splits import make_split
-from pipeline.training import build_datasets
+from pipeline.train.data import build_datasets
 from pipeline.images import decode_batch
 artifact = sys.argv[1]
 card = json.load(open(artifact + "/model_card.json"))
@@ -127,7 +128,7 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
     epoch (before any best-weights restore)."""
     import keras
 
-    from pipeline.training import CURRENT_WEIGHTS, _load_npz
+    from pipeline.train.worker import CURRENT_WEIGHTS, _load_npz
 
     weights = str(tmp_path / "base.weights.h5")
     base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None)

@@ -10,7 +10,8 @@ import pytest
 from jobs.config import load_config
 from pipeline.engines import choose_engine, onnx_cuda_available
 from pipeline.resources import ClusterShape, actor_count, decode_in_actors
-from pipeline.training import configure_tensorflow, scaling_config
+from pipeline.tf_runtime import configure_tensorflow
+from pipeline.train.trainer import scaling_config
 from tests.conftest import REPO
 
 
@@ -60,7 +61,7 @@ def test_tensorflow_configuration_runs_without_a_gpu_and_sizes_the_thread_pools(
     """In a fresh process (TensorFlow fixes its pools at first use): the worker's CPU share sets
     the pools, and asking for GPU memory growth with no GPU visible is not an error."""
     code = (
-        "from pipeline.training import configure_tensorflow; import tensorflow as tf; "
+        "from pipeline.tf_runtime import configure_tensorflow; import tensorflow as tf; "
         "configure_tensorflow(3, gpu=True); "
         "print(tf.config.threading.get_intra_op_parallelism_threads(), "
         "tf.config.threading.get_inter_op_parallelism_threads(), len(tf.config.list_physical_devices('GPU')))"

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from models import build_model
-from pipeline.training import augment_batch, class_weight_vector, oversample, weighted_loss
+from pipeline.train.data import augment_batch, class_weight_vector, oversample
+from pipeline.train.worker import weighted_loss
 
 
 def gradients(class_weights):

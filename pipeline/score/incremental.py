@@ -31,7 +31,8 @@ from pipeline import storage
 from pipeline.catalog import MANIFEST_EXTENSIONS
 from pipeline.config import JobConfig
 from pipeline.schema import IMAGE_ID, IMAGE_URI
-from pipeline.scoring import ScoringPlan, prepare_scoring, read_predictions, score
+from pipeline.score.driver import ScoringPlan, prepare_scoring, score
+from pipeline.score.predictions import read_predictions
 
 logger = logging.getLogger(__name__)
 

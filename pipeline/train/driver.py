@@ -28,7 +28,9 @@ from pipeline.metrics import summarize
 from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
-from pipeline.training import LABEL_INDEX, WorkerConfig, build_datasets, class_weight_vector, fit
+from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
+from pipeline.train.trainer import fit
+from pipeline.train.worker import WorkerConfig
 
 logger = logging.getLogger(__name__)
 

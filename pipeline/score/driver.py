@@ -1,4 +1,4 @@
-"""Batch scoring: decode tasks → `Predictor` actor pool → Parquet predictions, resumable.
+"""Batch scoring driver: decode tasks → `Predictor` actor pool → Parquet predictions, resumable.
 
 Predictions stream back to the driver, which writes them in files of `rows_per_file` rows, each
 made visible atomically (temporary name then rename; an S3 PUT is atomic). A rerun into the same
@@ -9,10 +9,7 @@ ends up exactly once, and at most the rows in flight at the crash are scored twi
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,101 +19,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from pipeline import artifacts, images, storage
-from pipeline.calibration import apply_temperature
 from pipeline.catalog import passthrough_columns, read_catalog_frame
 from pipeline.config import JobConfig, PredictConfig, ResourcesConfig
-from pipeline.engines import choose_engine, load_engine
+from pipeline.engines import choose_engine
 from pipeline.resources import ClusterShape, decode_in_actors, fit_scoring
-from pipeline.schema import ERROR, IMAGE, IMAGE_ID, IMAGE_URI, LABEL, PREDICTION_COLUMNS, prediction_schema
+from pipeline.schema import IMAGE_ID, RESERVED_COLUMNS, prediction_schema
+from pipeline.score.evaluation import evaluate_output
+from pipeline.score.predictions import (
+    EVALUATION_DIR,
+    PREDICTIONS_DIR,
+    RUN_FILE,
+    PredictionWriter,
+    prediction_files,
+    read_predictions,
+)
+from pipeline.score.predictor import Predictor
 from pipeline.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
-
-RUN_FILE = "run.json"
-PREDICTIONS_DIR = "predictions"
-EVALUATION_DIR = "evaluation"
-RESERVED_COLUMNS = set(PREDICTION_COLUMNS) | {IMAGE}
-
-
-class Predictor:
-    """Ray Data actor: loads the model once, then turns decoded batches into prediction rows."""
-
-    def __init__(
-        self,
-        artifact_uri: str,
-        card: dict[str, Any],
-        run_id: str,
-        top_k: int,
-        low_confidence_threshold: float,
-        engine: str,
-        threads: int,
-        gpu: bool,
-    ):
-        if engine == "keras":
-            # Only here: importing TensorFlow costs an ONNX actor ~3.5 CPU-seconds and ~600 MB.
-            from pipeline.training import configure_tensorflow
-
-            configure_tensorflow(threads, gpu)
-        local = artifacts.localize(artifact_uri)
-        with open(os.path.join(local, artifacts.CARD_FILE)) as handle:
-            local_version = json.load(handle)["version"]
-        if local_version != card["version"]:
-            raise RuntimeError(
-                f"model at {artifact_uri} changed during the run (version {local_version}, "
-                f"run started with {card['version']}); rerun to resume with one model"
-            )
-        self.engine = load_engine(engine, local, card, threads, gpu)
-        self.class_names = np.array(card["class_names"], dtype=object)
-        self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
-        self.model_name, self.model_version = card["name"], card["version"]
-        self.run_id, self.top_k = run_id, min(top_k, len(self.class_names))
-        self.threshold = low_confidence_threshold
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        count = len(batch[IMAGE_ID])
-        ok = images.ok_mask(batch[ERROR])
-        classes = len(self.class_names)
-        probabilities = np.zeros((count, classes), dtype=np.float32)
-        if ok.any():
-            raw = self.engine.predict(batch[IMAGE][ok])
-            probabilities[ok] = apply_temperature(raw, self.temperature)
-        order = np.argsort(-probabilities, axis=1)[:, : self.top_k]
-        predicted = order[:, 0]
-        confidence = probabilities[np.arange(count), predicted]
-        errors = [None if good else str(error) for good, error in zip(ok, batch[ERROR])]
-        labels = batch.get(LABEL)
-        columns: dict[str, Any] = {
-            IMAGE_ID: [str(v) for v in batch[IMAGE_ID]],
-            IMAGE_URI: [str(v) for v in batch[IMAGE_URI]],
-            LABEL: [
-                None if labels is None or not isinstance(v, str) else v
-                for v in (labels if labels is not None else [None] * count)
-            ],
-            "predicted_label": [self.class_names[p] if good else None for p, good in zip(predicted, ok)],
-            "predicted_index": [int(p) if good else None for p, good in zip(predicted, ok)],
-            "confidence": [float(c) if good else None for c, good in zip(confidence, ok)],
-            "top_k_labels": [list(self.class_names[o]) if good else None for o, good in zip(order, ok)],
-            "top_k_scores": [
-                probabilities[i, o].tolist() if good else None for i, (o, good) in enumerate(zip(order, ok))
-            ],
-            "probabilities": [row.tolist() if good else None for row, good in zip(probabilities, ok)],
-            "low_confidence": [bool(good and c < self.threshold) for c, good in zip(confidence, ok)],
-            ERROR: errors,
-            "model_name": [self.model_name] * count,
-            "model_version": [self.model_version] * count,
-            "run_id": [self.run_id] * count,
-            "scored_at": [datetime.now(UTC)] * count,
-        }
-        schema = prediction_schema(list(self.class_names))
-        table = pa.Table.from_pydict(columns, schema=pa.schema(list(schema)))
-        for name in batch:
-            if name not in RESERVED_COLUMNS and name not in (IMAGE, ERROR):
-                table = table.append_column(name, pa.array(list(batch[name]), from_pandas=True))
-        return table
 
 
 @dataclass(frozen=True)
@@ -181,64 +104,8 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     )
 
 
-class PredictionWriter:
-    """Writes prediction tables in files of about `rows_per_file` rows, or of what arrived in
-    `seconds_per_file` seconds if that is less, each appearing atomically. The time bound caps the
-    work a crash loses (a rerun resumes from the files written) on slow, large runs."""
-
-    def __init__(
-        self,
-        directory_uri: str,
-        schema: pa.Schema,
-        rows_per_file: int,
-        run_id: str,
-        seconds_per_file: float = float("inf"),
-    ):
-        self.directory_uri, self.schema, self.rows_per_file = directory_uri, schema, rows_per_file
-        self.seconds_per_file = seconds_per_file
-        self.prefix = f"part-{run_id}"
-        self.pending: list[pa.Table] = []
-        self.pending_rows = self.files = self.rows = 0
-        self.first_pending = 0.0  # when the oldest row not yet written arrived
-
-    def add(self, table: pa.Table) -> None:
-        if not self.pending_rows:
-            self.first_pending = time.monotonic()
-        self.pending.append(table.select(self.schema.names).cast(self.schema))
-        self.pending_rows += table.num_rows
-        if self.pending_rows >= self.rows_per_file or time.monotonic() - self.first_pending >= self.seconds_per_file:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending_rows:
-            return
-        table = pa.concat_tables(self.pending).replace_schema_metadata(self.schema.metadata)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        storage.write_bytes(
-            storage.join(self.directory_uri, f"{self.prefix}-{self.files:05d}.parquet"), buffer.getvalue()
-        )
-        self.files += 1
-        self.rows += table.num_rows
-        self.pending, self.pending_rows = [], 0
-
-
-def _prediction_files(output_uri: str) -> list[str]:
-    return [uri for uri in storage.listdir(storage.join(output_uri, PREDICTIONS_DIR)) if uri.endswith(".parquet")]
-
-
-def read_predictions(output_uri: str, columns: list[str] | None = None) -> pd.DataFrame:
-    tables = []
-    for uri in _prediction_files(output_uri):
-        fs, path = storage.filesystem(uri)
-        tables.append(pq.read_table(path, filesystem=fs, columns=columns))
-    if not tables:
-        return pd.DataFrame(columns=columns or list(PREDICTION_COLUMNS))
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
-
-
 def _already_scored(plan: ScoringPlan) -> set[str]:
-    if not _prediction_files(plan.output_uri):
+    if not prediction_files(plan.output_uri):
         return set()
     done = read_predictions(plan.output_uri, [IMAGE_ID, "model_version"])
     versions = set(done["model_version"].unique())
@@ -256,8 +123,6 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
     Returns:
         The run manifest (also written as run.json, last).
     """
-    from pipeline.evaluation import evaluate_output
-
     config, predict = plan.config, plan.config.predict
     resources = fit_scoring(config.resources, predict.threads_per_actor, ClusterShape.current())
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -327,7 +192,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> dict[str, Any]:
                 "errors": errors,
                 "resumed": len(done),
                 "scored_this_run": writer.rows,
-                "prediction_files": len(_prediction_files(plan.output_uri)),
+                "prediction_files": len(prediction_files(plan.output_uri)),
             },
             "timings": {
                 "seconds": round(seconds, 2),

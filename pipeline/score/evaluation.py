@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline import reports, storage
 from pipeline.metrics import summarize
 from pipeline.schema import ERROR, IMAGE_URI, LABEL
+from pipeline.score.predictions import EVALUATION_DIR, read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ def evaluate_output(
     Returns:
         {"rows", "error_rows", "headline" (None when unlabelled)}.
     """
-    from pipeline.scoring import EVALUATION_DIR, read_predictions
-
     frame = read_predictions(output_uri, EVALUATION_COLUMNS)
     class_names = list(card["class_names"])
     failed = frame[ERROR].notna()

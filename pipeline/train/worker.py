@@ -1,4 +1,4 @@
-"""Data-parallel training on Ray Train: datasets, the per-worker loop, and `fit`.
+"""The Ray Train worker loop: one or two phases of a `tf.function` step, early stopping, checkpoints.
 
 Keras 3 `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the loop
 is a `tf.function` step run through `strategy.run`; the same code serves 1 and N workers.
@@ -10,33 +10,25 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 import ray.train
-from ray.data import RandomSeedConfig
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.tensorflow import TensorflowTrainer
-from sklearn.utils.class_weight import compute_class_weight
+from ray.train import Checkpoint
 
-from pipeline import images
-from pipeline.catalog import LabelIndex
-from pipeline.config import AugmentConfig, DataConfig, ResourcesConfig, TrainConfig
-from pipeline.schema import ERROR, IMAGE, IMAGE_URI, LABEL
-from pipeline.splits import SPLIT
-from pipeline.watchdog import HeartbeatSender, Watchdog, start_heartbeat
+from pipeline.config import TrainConfig
+from pipeline.schema import IMAGE
+from pipeline.tf_runtime import configure_tensorflow
+from pipeline.train.data import LABEL_INDEX
+from pipeline.watchdog import HeartbeatSender
 
 logger = logging.getLogger(__name__)
 
-LABEL_INDEX = "label_index"
 STATE_FILE = "state.json"
 CURRENT_WEIGHTS = "current.npz"
 BEST_WEIGHTS = "best.npz"
@@ -44,120 +36,6 @@ BEST_WEIGHTS = "best.npz"
 # with zero moments and a fresh bias correction, a different trajectory from an uninterrupted run.
 OPTIMIZER_STATE = "optimizer.npz"
 FINAL_MODEL = "model.keras"
-
-
-# --------------------------------------------------------------------------- data
-
-
-def class_weight_vector(train_indices: np.ndarray, num_classes: int) -> np.ndarray:
-    """ "Balanced" class weights as a vector indexed by integer class id.
-
-    A vector (not a dict keyed by names) is what the loss gathers from, so a weight can never be
-    silently ignored for a key mismatch, the defect of the original study.
-
-    Raises:
-        ValueError: A class has no training image (its weight would be undefined).
-    """
-    present = np.unique(train_indices)
-    if len(present) != num_classes:
-        missing = sorted(set(range(num_classes)) - set(present.tolist()))
-        raise ValueError(f"classes {missing} have no training images; every class needs at least one")
-    weights: np.ndarray = compute_class_weight("balanced", classes=np.arange(num_classes), y=train_indices)
-    return weights.astype(np.float32)
-
-
-def oversample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Repeats minority-class training rows (with replacement) up to the largest class's count.
-
-    Repeated rows differ once augmented, which is why oversampling is only offered with it.
-    """
-    rng = np.random.default_rng(seed)
-    largest = frame[LABEL].value_counts().max()
-    parts = [frame]
-    for _, group in frame.groupby(LABEL):
-        extra = largest - len(group)
-        if extra > 0:
-            parts.append(group.iloc[rng.integers(0, len(group), size=extra)])
-    return pd.concat(parts, ignore_index=True)
-
-
-def _keep_decoded(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    ok = images.ok_mask(batch[ERROR])
-    return {IMAGE: batch[IMAGE][ok], LABEL_INDEX: batch[LABEL_INDEX][ok].astype(np.int32)}
-
-
-def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Random rotation, shift, shear, zoom and flip of a uint8 image batch (training data only).
-
-    Runs as a Ray Data task on the training dataset, outside the saved model: Keras random layers
-    inside a model make its ONNX export unloadable ("INVALID_GRAPH ...
-    StatelessRandomUniformV2"), while the same model without them matches Keras to 4e-8.
-    """
-    import keras
-
-    settings = AugmentConfig(**augment)
-    layers = [
-        keras.layers.RandomRotation(settings.rotation_degrees / 360.0, fill_mode="nearest"),
-        keras.layers.RandomTranslation(settings.height_shift, settings.width_shift, fill_mode="nearest"),
-        keras.layers.RandomShear(x_factor=settings.shear, y_factor=settings.shear, fill_mode="nearest"),
-        keras.layers.RandomZoom(settings.zoom, settings.zoom, fill_mode="nearest"),
-    ]
-    if settings.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal"))
-    pixels = batch[IMAGE].astype(np.float32)
-    for layer in layers:
-        pixels = layer(pixels, training=True)
-    pixels = np.clip(np.round(np.asarray(pixels)), 0, 255).astype(np.uint8)
-    return {IMAGE: pixels, LABEL_INDEX: batch[LABEL_INDEX]}
-
-
-def build_datasets(
-    frame: pd.DataFrame,
-    label_index: LabelIndex,
-    image_size: int,
-    data: DataConfig,
-    augment: AugmentConfig,
-    imbalance: str,
-) -> tuple[dict[str, ray.data.Dataset], dict[str, int]]:
-    """Decodes each split once and returns Ray Datasets; only `train` is augmented/oversampled.
-
-    Returns:
-        ({"train", "val", "test"} datasets of {image, label_index}, {split: undecodable rows}).
-    """
-    datasets, skipped = {}, {}
-    for split in ("train", "val", "test"):
-        rows = frame[frame[SPLIT] == split]
-        if split == "train" and imbalance in ("oversample", "both"):
-            rows = oversample(rows, data.seed)
-        table = pd.DataFrame(
-            {IMAGE_URI: rows[IMAGE_URI].to_numpy(), LABEL_INDEX: label_index.encode(rows[LABEL]).to_numpy()}
-        )
-        blocks = max(1, min(64, len(table) // data.rows_per_block + 1))
-        decoded = (
-            ray.data.from_pandas(table)
-            .repartition(blocks)
-            .map_batches(
-                images.decode_batch,  # type: ignore[arg-type]
-                batch_format="numpy",
-                fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels},
-            )
-        )
-        flagged = decoded.map_batches(_keep_decoded, batch_format="numpy").materialize()
-        skipped[split] = len(table) - flagged.count()
-        if skipped[split]:
-            logger.warning("%d %s images could not be decoded and are left out of training", skipped[split], split)
-        if split == "train" and augment.enabled:
-            # Reseeded per execution: Ray Train re-runs this dataset every epoch, and a fixed seed
-            # would give every epoch the same batches.
-            shuffle_seed = RandomSeedConfig(seed=data.seed, reseed_after_execution=True)
-            flagged = flagged.random_shuffle(seed=shuffle_seed).map_batches(
-                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment)}
-            )
-        datasets[split] = flagged
-    return datasets, skipped
-
-
-# --------------------------------------------------------------------------- worker loop
 
 
 @dataclass(frozen=True)
@@ -208,21 +86,6 @@ class TrainingState:
     # Epochs at which a restarted worker group (killed worker, or a rerun after a killed driver)
     # picked up from a checkpoint: the model card reports them, so a recovery is never invisible.
     resumed_at_epochs: list[int] = field(default_factory=list)
-
-
-def configure_tensorflow(cpus: float, gpu: bool) -> None:
-    """Thread pools sized to the worker's CPU share; GPU memory grows on demand (never grabs all)."""
-    import tensorflow as tf
-
-    threads = max(1, int(round(cpus)))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    except RuntimeError:  # already initialised in this process (e.g. a reused worker)
-        pass
-    if gpu:
-        for device in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(device, True)
 
 
 def weighted_loss(labels: Any, probabilities: Any, class_weights: Any, global_batch_size: int) -> Any:
@@ -508,63 +371,3 @@ def _report(
         if final:
             model.save(os.path.join(directory, FINAL_MODEL))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
-    """Ray Train workers from config: `--gpu` is the one switch that gives each worker one GPU."""
-    per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
-    if resources.gpu:
-        per_worker["GPU"] = 1
-    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu, resources_per_worker=per_worker)
-
-
-def fit(
-    model_name: str,
-    datasets: dict[str, ray.data.Dataset],
-    worker_config: WorkerConfig,
-    resources: ResourcesConfig,
-    storage_path: str,
-    run_name: str,
-) -> ray.train.Result:
-    """Runs one model's data-parallel training; returns Ray's result (final checkpoint included).
-
-    A rerun with the same `run_name` and `storage_path` resumes from the latest checkpoint. Workers
-    beat a `Heartbeat` actor every few steps; no beat for `resources.stall_timeout_s` ends the run
-    with `StalledError`.
-    """
-    scaling = scaling_config(resources)
-    heartbeat, probe, stop_heartbeat = start_heartbeat()
-    trainer = TensorflowTrainer(
-        train_loop_per_worker,
-        train_loop_config=dataclasses.replace(worker_config, heartbeat=heartbeat).to_dict(),
-        scaling_config=scaling,
-        datasets={"train": datasets["train"], "val": datasets["val"]},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            checkpoint_config=CheckpointConfig(num_to_keep=worker_config.train.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=worker_config.train.max_failures),
-        ),
-    )
-    logger.info(
-        "fitting %s with %d worker(s) × %g CPU%s",
-        model_name,
-        resources.workers,
-        resources.cpus_per_worker,
-        " + 1 GPU" if resources.gpu else "",
-    )
-    # Ray Train installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C (or the
-    # watchdog's interrupt) in this process would then abort a controller that no longer exists.
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.getsignal(signal.SIGINT) if on_main_thread else None
-    try:
-        with Watchdog(f"training {model_name}", resources.stall_timeout_s, probe):
-            return trainer.fit()
-    finally:
-        stop_heartbeat()
-        if on_main_thread:
-            signal.signal(signal.SIGINT, previous_handler)
