@@ -429,7 +429,7 @@ def run_product(
         score_seconds = float(manifest["timings"]["seconds"])
     else:
         started = time.perf_counter()
-        manifest = score(prepare_scoring(heldout, artifact, scores_dir, config))
+        manifest = score(prepare_scoring(heldout, artifact, scores_dir, config)).to_dict()
         score_seconds = time.perf_counter() - started
     if manifest["status"] != "completed":
         raise RuntimeError(

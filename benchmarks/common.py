@@ -22,10 +22,13 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
+
+if TYPE_CHECKING:
+    from pipeline.records import ModelCard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPLETE_MARKER = ".complete"
@@ -203,7 +206,7 @@ def image_paths(directory: str) -> list[str]:
 
 def build_artifact(
     directory: str, model_name: str, image_size: int, class_names: list[str], probe: np.ndarray, seed: int = 0
-) -> dict[str, Any]:
+) -> ModelCard:
     """An untrained model artifact (model.keras, model.onnx when it verifies, model_card.json).
 
     Random weights cost exactly what trained ones do at inference, and building one takes seconds
@@ -212,35 +215,32 @@ def build_artifact(
     Returns:
         The model card.
     """
-    card_path = os.path.join(directory, "model_card.json")
-    if os.path.exists(card_path):
-        with open(card_path) as handle:
-            card = json.load(handle)
-        if card["name"] == model_name and card["input"]["image_size"] == image_size:
-            return card
+    from models import build_model, get_entry
+    from pipeline.artifacts import CARD_FILE, content_version, read_card, write_card
+    from pipeline.engines import export_onnx
+    from pipeline.records import ModelCard
+
+    if os.path.exists(os.path.join(directory, CARD_FILE)):
+        existing = read_card(directory)
+        if existing.name == model_name and existing.input.image_size == image_size:
+            return existing
     import keras
 
-    from models import build_model, get_entry
-    from pipeline.artifacts import content_version
-    from pipeline.engines import export_onnx
-
     keras.utils.set_random_seed(seed)
-    options = {"weights": None} if model_name == "mobilenet_v2" else {}
-    model = build_model(model_name, len(class_names), image_size, **options)
+    entry = get_entry(model_name)
+    model = build_model(model_name, len(class_names), image_size, **({"weights": None} if entry.takes_weights else {}))
     os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "model.keras")
     model.save(model_path)
-    onnx = export_onnx(model, directory, probe.astype(np.float32))
-    card = {
-        "name": model_name,
-        "version": content_version(model_path),
-        "class_names": list(class_names),
-        "input": get_entry(model_name).input_spec(image_size).to_dict(),
-        "onnx": onnx,
-        "weights_source": "none (random initialisation, benchmark artifact)",
-    }
-    with open(card_path, "w") as handle:
-        json.dump(card, handle, indent=2)
+    card = ModelCard(
+        name=model_name,
+        version=content_version(model_path),
+        class_names=tuple(class_names),
+        input=entry.input_spec(image_size),
+        weights_source="none (random initialisation, benchmark artifact)",
+        onnx=export_onnx(model, directory, probe.astype(np.float32)),
+    )
+    write_card(directory, card)
     return card
 
 

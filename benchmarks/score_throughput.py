@@ -23,11 +23,14 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks import common
+
+if TYPE_CHECKING:
+    from pipeline.records import ModelCard
 from benchmarks.common import (
     REPO,
     TreeMonitor,
@@ -108,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- phases
 
 
-def model_only(artifact_dir: str, card: dict[str, Any], pixels: np.ndarray, batch_size: int = 32) -> dict[str, Any]:
+def model_only(artifact_dir: str, card: ModelCard, pixels: np.ndarray, batch_size: int = 32) -> dict[str, Any]:
     """(a) Each available engine on tensors already in memory: the ceiling for any pipeline.
 
     ONNX Runtime on CPU is swept over the images per call (4-32) and the fastest is the limit, so
@@ -121,7 +124,7 @@ def model_only(artifact_dir: str, card: dict[str, Any], pixels: np.ndarray, batc
     from pipeline.tf_runtime import configure_tensorflow
 
     pixels = pixels.astype(np.float32)
-    engines = ["keras"] + (["onnx"] if card.get("onnx", {}).get("file") and onnxruntime_available() else [])
+    engines = ["keras"] + (["onnx"] if (card.onnx and card.onnx.file) and onnxruntime_available() else [])
     configure_tensorflow(os.cpu_count() or 1, False)
     threads = os.cpu_count() or 1
     results = {}
@@ -180,19 +183,19 @@ def product(
             seconds = time.perf_counter() - started
     finally:
         ray.shutdown()
-    counts = manifest["counts"]
-    if manifest["status"] != "completed" or counts["errors"]:
+    counts = manifest.counts
+    if manifest.status != "completed" or counts is None or counts.errors:
         raise RuntimeError(
-            f"the product's scoring run did not complete cleanly: {manifest.get('problems')}, counts {counts}"
+            f"the product's scoring run did not complete cleanly: {list(manifest.problems)}, counts {counts}"
         )
     return {
-        "images": counts["out"],
+        "images": counts.rows_out,
         "seconds": round(seconds, 3),
-        "images_per_second": round(counts["out"] / seconds, 2),
+        "images_per_second": round(counts.rows_out / seconds, 2),
         "ray_start_seconds": round(ray_start, 2),
-        "engine": manifest["engine"],
-        "prediction_files": counts["prediction_files"],
-        "config": manifest["config"],
+        "engine": manifest.engine,
+        "prediction_files": counts.prediction_files,
+        "config": manifest.config,
         **monitor.result(),
     }
 
@@ -301,7 +304,7 @@ def benchmark_model(name: str, args: argparse.Namespace, work: str, image_dir: s
             image_dir, artifact_dir, os.path.join(out, "product"), args.config, args.set, args.engine
         ),
     }
-    if args.no_fast_baseline or not card.get("onnx", {}).get("file"):
+    if args.no_fast_baseline or not (card.onnx and card.onnx.file):
         del phases["handwritten_fast"]
     runs: dict[str, list[dict[str, Any]]] = {phase: [] for phase in phases}
     for round_number in range(args.repeat):
@@ -319,7 +322,7 @@ def benchmark_model(name: str, args: argparse.Namespace, work: str, image_dir: s
     pixels = np.empty(0)  # free the decoded images (the phases' closures hold them): all phases ran
     gc.collect()
     result: dict[str, Any] = {
-        "onnx_exported": bool(card.get("onnx", {}).get("file")),
+        "onnx_exported": bool(card.onnx and card.onnx.file),
         "model_only": {
             engine: best_of([run[engine] for run in runs["model_only"]]) for engine in runs["model_only"][0]
         },

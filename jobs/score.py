@@ -71,16 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare_scoring(args.catalog, args.model, args.output, config)
         runtime.init_ray(config.resources)
         manifest = score(plan)
-        counts, timings = manifest["counts"], manifest["timings"]
-        headline = manifest.get("evaluation") or {}
+        counts, timings = manifest.counts, manifest.timings or {}
+        headline = manifest.evaluation or {}
         accuracy = f", accuracy {headline['accuracy']:.4f}" if headline.get("accuracy") is not None else ""
         print(
-            f"{manifest['status']}: {counts['out']} rows ({counts['errors']} errors) in {timings['seconds']} s "
-            f"({timings['images_per_second']} img/s){accuracy} → {plan.output_uri}"
+            f"{manifest.status}: {counts.rows_out if counts else 0} rows ({counts.errors if counts else 0} errors) "
+            f"in {timings.get('seconds')} s ({timings.get('images_per_second')} img/s){accuracy} → {plan.output_uri}"
         )
-        for problem in manifest["problems"]:
+        for problem in manifest.problems:
             logger.error("run failed: %s", problem)
-        return runtime.EXIT_OK if manifest["status"] == "completed" else runtime.EXIT_FAILED
+        return runtime.EXIT_OK if manifest.status == "completed" else runtime.EXIT_FAILED
 
     return runtime.run(body)
 

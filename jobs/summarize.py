@@ -9,7 +9,7 @@ import argparse
 
 from jobs import runtime
 from pipeline import storage
-from pipeline.score.predictions import RUN_FILE
+from pipeline.score.predictions import PREDICTIONS_DIR, RUN_FILE, read_run
 
 
 def _figure(value: float | None) -> str:
@@ -25,16 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         print(f"{'model':<14} {'status':<10} {'rows':>6} {'errors':>6} {'accuracy':>9} {'macro-F1':>9}  predictions")
         for output in args.outputs:
-            if not storage.exists(storage.join(output, RUN_FILE)):
+            run = read_run(output)
+            if run is None:
                 raise ValueError(f"{output!r} has no {RUN_FILE}: not a scoring output, or its run never started")
-            run = storage.read_json(storage.join(output, RUN_FILE))
-            headline = run.get("evaluation") or {}
-            accuracy = headline.get("accuracy")
-            macro_f1 = headline.get("macro_f1")
+            headline = run.evaluation or {}
+            rows, errors = (run.counts.rows_out, run.counts.errors) if run.counts else ("-", "-")
             print(
-                f"{run['model']['name']:<14} {run['status']:<10} {run['counts']['out']:>6} "
-                f"{run['counts']['errors']:>6} {_figure(accuracy):>9} {_figure(macro_f1):>9}  "
-                f"{storage.join(output, 'predictions')}"
+                f"{run.model.name:<14} {run.status:<10} {rows:>6} {errors:>6} "
+                f"{_figure(headline.get('accuracy')):>9} {_figure(headline.get('macro_f1')):>9}  "
+                f"{storage.join(output, PREDICTIONS_DIR)}"
             )
         return runtime.EXIT_OK
 

@@ -1,57 +1,28 @@
-"""Model registry: name → builder. Pure Keras, no Ray, no I/O."""
+"""Pure Keras model builders, registered by name (`models.registry`).
+
+The registry loads on first use of `build_model`, `get_entry`, `MODEL_BUILDERS` or `ModelEntry`:
+`models.spec`, which scoring reads from model cards, must not import Keras (an ONNX scoring actor
+never needs TensorFlow).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from models import custom_cnn, mobilenet_v2
 from models.spec import InputSpec
 
+if TYPE_CHECKING:
+    from models.registry import MODEL_BUILDERS, ModelEntry, build_model, get_entry
 
-@dataclass(frozen=True)
-class ModelEntry:
-    build: Callable[..., keras.Model]
-    input_spec: Callable[[int], InputSpec]
-    two_phase: bool  # head first, then fine-tune the top of a pretrained base
+_REGISTRY_NAMES = ("MODEL_BUILDERS", "ModelEntry", "build_model", "get_entry")
 
 
-MODEL_BUILDERS: dict[str, ModelEntry] = {
-    "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec, two_phase=False),
-    "mobilenet_v2": ModelEntry(mobilenet_v2.build_mobilenet_v2, mobilenet_v2.input_spec, two_phase=True),
-}
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        from models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
-def get_entry(name: str) -> ModelEntry:
-    """Looks a model up by name.
-
-    Raises:
-        ValueError: The name is not registered; the message lists the valid names.
-    """
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model name {name!r}; choose from {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name]
-
-
-def build_model(name: str, num_classes: int, image_size: int, **options: Any) -> keras.Model:
-    """Builds a registered model with its declared input spec.
-
-    Args:
-        name: Registry key, e.g. "custom_cnn".
-        num_classes: Output classes (at least 2).
-        image_size: Square input side in pixels.
-        **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
-
-    Raises:
-        ValueError: Unknown name or fewer than two classes.
-    """
-    entry = get_entry(name)
-    if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
-    return entry.build(num_classes, entry.input_spec(image_size), **options)
-
-
-__all__ = ["MODEL_BUILDERS", "InputSpec", "build_model", "get_entry"]
+__all__ = ["MODEL_BUILDERS", "InputSpec", "ModelEntry", "build_model", "get_entry"]

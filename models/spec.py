@@ -38,3 +38,15 @@ class InputSpec:
             "color_mode": "RGB",
             "resize_method": self.resize_method,
         }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> InputSpec:
+        """The spec a model card recorded (`to_dict`); the fixed facts it adds are not fields."""
+        return cls(
+            image_size=int(values["image_size"]),
+            channels=int(values.get("channels", 3)),
+            pixel_range=(float(values["pixel_range"][0]), float(values["pixel_range"][1]))
+            if "pixel_range" in values
+            else (0.0, 1.0),
+            resize_method=str(values.get("resize_method", "bilinear")),
+        )

@@ -6,6 +6,7 @@ Layout: model.keras, model_card.json, history.json, curves.png, split.csv (+ mod
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -16,6 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from pipeline import storage
+from pipeline.records import ModelCard
 
 logger = logging.getLogger(__name__)
 
@@ -149,15 +151,15 @@ def localize(artifact_uri: str) -> str:
     return target
 
 
-def read_card(artifact_uri: str) -> dict[str, Any]:
-    """Reads and checks a model card.
+def read_card(artifact_uri: str) -> ModelCard:
+    """Reads and checks a model card: the one reader of model_card.json.
 
     Raises:
         ValueError: The artifact is missing or unreadable.
     """
     card_uri = storage.join(artifact_uri, CARD_FILE)
     try:
-        card: dict[str, Any] = storage.read_json(card_uri)
+        values = storage.read_json(card_uri)
     except FileNotFoundError as error:
         raise ValueError(
             f"--model {artifact_uri!r} is not a model artifact (no {CARD_FILE}); pass the "
@@ -165,12 +167,19 @@ def read_card(artifact_uri: str) -> dict[str, Any]:
         ) from error
     except Exception as error:
         raise ValueError(f"--model {artifact_uri!r} cannot be read: {type(error).__name__}: {error}") from error
-    for key in ("name", "version", "class_names", "input"):
-        if key not in card:
-            raise ValueError(f"model card {card_uri!r} lacks {key!r}; retrain with this version of jobs.train")
+    try:
+        card = ModelCard.from_dict(values)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"model card {card_uri!r} {error}") from error
     if not storage.exists(storage.join(artifact_uri, MODEL_FILE)):
         raise ValueError(f"--model {artifact_uri!r} has no {MODEL_FILE}")
     return card
+
+
+def write_card(directory: str, card: ModelCard) -> None:
+    """The one writer of model_card.json (a local directory; artifacts are uploaded whole)."""
+    with open(os.path.join(directory, CARD_FILE), "w") as handle:
+        json.dump(card.to_dict(), handle, indent=2)
 
 
 def load_keras_model(artifact_dir: str) -> Any:

@@ -7,12 +7,16 @@ scoring prefers ONNX when the export exists and was verified against Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from typing import Any
 
 import numpy as np
+
+from pipeline.artifacts import load_keras_model
+from pipeline.records import ModelCard, OnnxExport
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(model: Any, directory: str, probe: np.ndarray) -> dict[str, Any]:
+def export_onnx(model: Any, directory: str, probe: np.ndarray) -> OnnxExport:
     """Exports `model` to `<directory>/model.onnx` and checks it against Keras on `probe`.
 
     An export whose outputs differ by more than `ONNX_TOLERANCE` is deleted, never shipped.
@@ -52,22 +56,21 @@ def export_onnx(model: Any, directory: str, probe: np.ndarray) -> dict[str, Any]
         if os.path.exists(path):
             os.remove(path)
         logger.warning("ONNX export failed (%s); scoring will use Keras", error)
-        return {"file": None, "reason": f"export failed: {type(error).__name__}: {error}"}
+        return OnnxExport(file=None, reason=f"export failed: {type(error).__name__}: {error}")
     difference = float(np.abs(actual - expected).max())
-    record = {
-        "file": ONNX_FILE,
-        "max_abs_diff": difference,
-        "tolerance": ONNX_TOLERANCE,
-        "probe_images": int(len(probe)),
-        "onnxruntime": onnxruntime.__version__,
-    }
+    measured = OnnxExport(
+        file=ONNX_FILE,
+        max_abs_diff=difference,
+        tolerance=ONNX_TOLERANCE,
+        probe_images=int(len(probe)),
+        onnxruntime=onnxruntime.__version__,
+    )
     if difference > ONNX_TOLERANCE:
         os.remove(path)
-        record.update(file=None, reason=f"outputs differ from Keras by {difference:.2e} > {ONNX_TOLERANCE}")
-        logger.warning("ONNX export refused: %s", record["reason"])
-    else:
-        record["cpu_chunk"] = fastest_cpu_chunk(path, probe)
-    return record
+        reason = f"outputs differ from Keras by {difference:.2e} > {ONNX_TOLERANCE}"
+        logger.warning("ONNX export refused: %s", reason)
+        return dataclasses.replace(measured, file=None, reason=reason)
+    return dataclasses.replace(measured, cpu_chunk=fastest_cpu_chunk(path, probe))
 
 
 def fastest_cpu_chunk(path: str, probe: np.ndarray, candidates: tuple[int, ...] = (4, 8, 16, 32)) -> int:
@@ -102,7 +105,7 @@ def onnx_cuda_available() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-def choose_engine(requested: str, card: dict[str, Any], gpu: bool = False) -> str:
+def choose_engine(requested: str, card: ModelCard, gpu: bool = False) -> str:
     """Resolves `auto` to the fastest engine the artifact supports.
 
     On CPU that is ONNX Runtime whenever a verified export exists. With `--gpu` it is ONNX Runtime
@@ -112,7 +115,7 @@ def choose_engine(requested: str, card: dict[str, Any], gpu: bool = False) -> st
     Raises:
         ValueError: `onnx` was asked for but the artifact has no verified export.
     """
-    has_onnx = bool(card.get("onnx", {}).get("file")) and onnxruntime_available()
+    has_onnx = bool(card.onnx and card.onnx.file) and onnxruntime_available()
     if requested == "onnx" and not has_onnx:
         raise ValueError(
             "--engine onnx, but the model artifact has no verified model.onnx (or onnxruntime is "
@@ -133,8 +136,6 @@ def choose_engine(requested: str, card: dict[str, Any], gpu: bool = False) -> st
 class KerasEngine:
     def __init__(self, artifact_dir: str, image_size: int):
         import tensorflow as tf
-
-        from pipeline.artifacts import load_keras_model
 
         self.model = load_keras_model(artifact_dir)
         # A fixed-signature tf.function: no retracing per batch size, faster than predict_on_batch.
@@ -181,10 +182,8 @@ class OnnxEngine:
         )
 
 
-def load_engine(
-    name: str, artifact_dir: str, card: dict[str, Any], threads: int, gpu: bool
-) -> KerasEngine | OnnxEngine:
+def load_engine(name: str, artifact_dir: str, card: ModelCard, threads: int, gpu: bool) -> KerasEngine | OnnxEngine:
     """Builds the named engine for a local artifact directory."""
     if name == "onnx":
-        return OnnxEngine(artifact_dir, threads, gpu, card.get("onnx", {}).get("cpu_chunk") or ONNX_CPU_CHUNK)
-    return KerasEngine(artifact_dir, card["input"]["image_size"])
+        return OnnxEngine(artifact_dir, threads, gpu, (card.onnx and card.onnx.cpu_chunk) or ONNX_CPU_CHUNK)
+    return KerasEngine(artifact_dir, card.input.image_size)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 from PIL import Image
+
+from pipeline.artifacts import content_version, read_card, write_card
+from pipeline.engines import export_onnx
+from pipeline.records import Calibration, ModelCard, Review
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 40), (200, 40, 200)]
 NAMED = dict(zip(("red", "green", "blue", "yellow", "purple"), COLOURS))
@@ -34,12 +39,9 @@ def make_tree_catalog(root: str, counts: dict[str, int], seed: int = 0, size: in
 
 def make_artifact(directory: str, class_names: list[str], image_size: int = 32, epochs: int = 12, seed: int = 0) -> str:
     """A real, small trained custom_cnn artifact (plain Keras fit on colour images, no Ray)."""
-    import json
-
     import keras
 
     from models import build_model, get_entry
-    from pipeline.artifacts import content_version
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -54,18 +56,14 @@ def make_artifact(directory: str, class_names: list[str], image_size: int = 32, 
     os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "model.keras")
     model.save(model_path)
-    from pipeline.engines import export_onnx
-
-    onnx = export_onnx(model, directory, np.stack(images[:16]).astype("float32"))
-    card = {
-        "name": "custom_cnn",
-        "version": content_version(model_path),
-        "class_names": list(class_names),
-        "input": get_entry("custom_cnn").input_spec(image_size).to_dict(),
-        "onnx": onnx,
-    }
-    with open(os.path.join(directory, "model_card.json"), "w") as handle:
-        json.dump(card, handle)
+    card = ModelCard(
+        name="custom_cnn",
+        version=content_version(model_path),
+        class_names=tuple(class_names),
+        input=get_entry("custom_cnn").input_spec(image_size),
+        onnx=export_onnx(model, directory, np.stack(images[:16]).astype("float32")),
+    )
+    write_card(directory, card)
     return directory
 
 
@@ -125,15 +123,13 @@ def bad_image_corpus(directory: str, upright: Image.Image) -> dict[str, str]:
 def with_calibration(artifact: str, directory: str, temperature: float, threshold: float) -> str:
     """A copy of `artifact` whose card carries what training fits on validation data: a
     temperature and a review threshold. The model file, and so the version, are unchanged."""
-    import json
     import shutil
 
     shutil.copytree(artifact, directory)
-    card_path = os.path.join(directory, "model_card.json")
-    with open(card_path) as handle:
-        card = json.load(handle)
-    card["calibration"] = {"method": "temperature scaling fitted on the validation split", "temperature": temperature}
-    card["review"] = {"threshold": threshold, "target_accuracy": 0.99}
-    with open(card_path, "w") as handle:
-        json.dump(card, handle)
+    card = dataclasses.replace(
+        read_card(directory),
+        calibration=Calibration(temperature=temperature),
+        review=Review(threshold=threshold, target_accuracy=0.99),
+    )
+    write_card(directory, card)
     return directory

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,9 @@ import pandas as pd
 
 from pipeline import reports, storage
 from pipeline.metrics import summarize
+from pipeline.records import EvaluationSummary, ModelCard, ReviewFigures
 from pipeline.schema import ERROR, IMAGE_URI, LABEL
-from pipeline.score.predictions import EVALUATION_DIR, read_predictions
+from pipeline.score.predictions import EVALUATION_DIR, read_predictions, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +30,29 @@ EVALUATION_COLUMNS = [
 ]
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """What the run manifest takes from evaluation: row counts, and the headline when labelled."""
+
+    rows: int
+    error_rows: int
+    headline: dict[str, Any] | None = None
+
+
 def evaluate_output(
-    output_uri: str, card: dict[str, Any], catalog_uri: str, run_id: str, threshold: float, mistakes_shown: int = 20
-) -> dict[str, Any]:
+    output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float, mistakes_shown: int = 20
+) -> Evaluated:
     """Reads back every prediction of the output and, when labels exist, writes `evaluation/`.
 
     Rows with an error and rows whose label the model does not know are counted and reported,
     never silently mixed into the metrics.
-
-    Returns:
-        {"rows", "error_rows", "headline" (None when unlabelled)}.
     """
     frame = read_predictions(output_uri, EVALUATION_COLUMNS)
-    class_names = list(card["class_names"])
+    class_names = list(card.class_names)
     failed = frame[ERROR].notna()
-    result: dict[str, Any] = {"rows": int(len(frame)), "error_rows": int(failed.sum()), "headline": None}
     labelled = frame[LABEL].notna() & ~failed
     if not labelled.any():
-        return result
+        return Evaluated(int(len(frame)), int(failed.sum()))
     known = labelled & frame[LABEL].isin(class_names)
     unknown = frame.loc[labelled & ~known, LABEL].value_counts().to_dict()
     if unknown:
@@ -56,43 +63,41 @@ def evaluate_output(
     metrics = summarize(true_indices, probabilities, class_names)
     correct = rows["predicted_label"].to_numpy() == rows[LABEL].to_numpy()
     kept = ~rows["low_confidence"].to_numpy(dtype=bool)
-    review = {
-        "threshold": threshold,
-        "rows": int((~kept).sum()),
-        "accuracy_on_rest": float(correct[kept].mean()) if kept.any() else None,
-    }
-    summary = {
-        "model_name": card["name"],
-        "model_version": card["version"],
-        "catalog": catalog_uri,
-        "run_id": run_id,
-        "rows": int(len(frame)),
-        "error_rows": int(failed.sum()),
-        "evaluated_rows": int(len(rows)),
-        "unknown_labels": {str(k): int(v) for k, v in unknown.items()},
-        "review": review,
-        "metrics": metrics,
-    }
-    directory = storage.join(output_uri, EVALUATION_DIR)
-    storage.write_json(storage.join(directory, "summary.json"), summary)
+    summary = EvaluationSummary(
+        model_name=card.name,
+        model_version=card.version,
+        catalog=catalog_uri,
+        run_id=run_id,
+        rows=int(len(frame)),
+        error_rows=int(failed.sum()),
+        evaluated_rows=int(len(rows)),
+        unknown_labels={str(k): int(v) for k, v in unknown.items()},
+        review=ReviewFigures(
+            threshold=threshold,
+            rows=int((~kept).sum()),
+            accuracy_on_rest=float(correct[kept].mean()) if kept.any() else None,
+        ),
+        metrics=metrics,
+    )
+    write_summary(output_uri, summary)
+    mistakes = rows[~correct].sort_values("confidence", ascending=False).head(mistakes_shown)
+    _write_report(storage.join(output_uri, EVALUATION_DIR), summary, mistakes)
+    return Evaluated(summary.rows, summary.error_rows, summary.headline())
+
+
+def _write_report(directory: str, summary: EvaluationSummary, mistakes: pd.DataFrame) -> None:
+    """per_class.csv, the confusion matrix picture and report.html beside summary.json."""
+    metrics = summary.metrics
     buffer = io.StringIO()
     pd.DataFrame(metrics["per_class"]).to_csv(buffer, index=False)
     storage.write_text(storage.join(directory, "per_class.csv"), buffer.getvalue())
+    class_names = list(metrics["labels"])
+    title = f"{summary.model_name} ({summary.model_version})"
     storage.write_bytes(
         storage.join(directory, "confusion_matrix.png"),
-        reports.confusion_matrix_png(metrics["confusion_matrix"], class_names, f"{card['name']} ({card['version']})"),
+        reports.confusion_matrix_png(metrics["confusion_matrix"], class_names, title),
     )
-    mistakes = rows[~correct].sort_values("confidence", ascending=False).head(mistakes_shown)
     storage.write_text(
         storage.join(directory, "report.html"),
-        reports.report_html(summary, mistakes.to_dict("records"), "confusion_matrix.png"),
+        reports.report_html(summary.to_dict(), mistakes.to_dict("records"), "confusion_matrix.png"),
     )
-    result["headline"] = {
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro"]["f1"],
-        "loss": metrics["loss"],
-        "evaluated_rows": int(len(rows)),
-        "unknown_label_rows": int(sum(unknown.values())),
-        "review_rows": review["rows"],
-    }
-    return result

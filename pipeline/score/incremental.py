@@ -86,10 +86,8 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
     marks = storage.fingerprints(list(frame[IMAGE_URI]), root=plan.catalog_uri if is_folder else None)
     frame = frame.assign(**{FINGERPRINT: [marks[uri] for uri in frame[IMAGE_URI]]})
     state, view = read_state(root_uri)
-    if view is not None and view["model_version"] != plan.card["version"]:
-        logger.info(
-            "model version changed (%s → %s): rescoring everything", view["model_version"], plan.card["version"]
-        )
+    if view is not None and view["model_version"] != plan.card.version:
+        logger.info("model version changed (%s → %s): rescoring everything", view["model_version"], plan.card.version)
         state = state.iloc[0:0]
     known = dict(zip(state[IMAGE_ID], state[FINGERPRINT]))
     todo = frame[
@@ -131,8 +129,10 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     manifest = None
     if len(todo):
         manifest = score(plan, run_id=run_id)
-        if manifest["status"] != "completed":
-            raise RuntimeError(f"run {run_id} did not complete ({manifest['problems']}); the current view is unchanged")
+        if manifest.status != "completed":
+            raise RuntimeError(
+                f"run {run_id} did not complete ({list(manifest.problems)}); the current view is unchanged"
+            )
     scored = pd.DataFrame({IMAGE_ID: todo[IMAGE_ID], FINGERPRINT: todo[FINGERPRINT], "run_id": run_id})
     new_state = pd.concat([kept, scored], ignore_index=True) if len(todo) else kept.reset_index(drop=True)
     buffer = io.BytesIO()
@@ -140,8 +140,8 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     storage.write_bytes(storage.join(root_uri, STATE_FILE), buffer.getvalue())
     runs = sorted(set(new_state["run_id"]))
     view = {
-        "model_version": plan.card["version"],
-        "model_name": plan.card["name"],
+        "model_version": plan.card.version,
+        "model_name": plan.card.name,
         "catalog": plan.catalog_uri,
         "latest_run": run_id if len(todo) else (view or {}).get("latest_run"),
         "runs": runs,
@@ -149,7 +149,7 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
         "scored_this_run": int(len(todo)),
         "unchanged": int(len(kept)),
         "deleted": incremental.deleted,
-        "errors_this_run": manifest["counts"]["errors"] if manifest else 0,
+        "errors_this_run": manifest.counts.errors if manifest and manifest.counts else 0,
         "published_at": datetime.now(UTC).isoformat(),
     }
     storage.write_json(storage.join(root_uri, VIEW_FILE), view)

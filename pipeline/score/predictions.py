@@ -15,11 +15,33 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.records import EvaluationSummary, RunManifest
 from pipeline.schema import PREDICTION_COLUMNS
 
 RUN_FILE = "run.json"
 PREDICTIONS_DIR = "predictions"
 EVALUATION_DIR = "evaluation"
+SUMMARY_FILE = "summary.json"
+
+
+def read_run(output_uri: str) -> RunManifest | None:
+    """The output's run.json; None when no run has started there."""
+    uri = storage.join(output_uri, RUN_FILE)
+    return RunManifest.from_dict(storage.read_json(uri)) if storage.exists(uri) else None
+
+
+def write_run(output_uri: str, manifest: RunManifest) -> None:
+    storage.write_json(storage.join(output_uri, RUN_FILE), manifest.to_dict())
+
+
+def read_summary(output_uri: str) -> EvaluationSummary | None:
+    """The evaluation summary of a labelled run; None for an unlabelled one."""
+    uri = storage.join(output_uri, EVALUATION_DIR, SUMMARY_FILE)
+    return EvaluationSummary.from_dict(storage.read_json(uri)) if storage.exists(uri) else None
+
+
+def write_summary(output_uri: str, summary: EvaluationSummary) -> None:
+    storage.write_json(storage.join(output_uri, EVALUATION_DIR, SUMMARY_FILE), summary.to_dict())
 
 
 class PredictionWriter:

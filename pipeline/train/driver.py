@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
 from pipeline.metrics import summarize
+from pipeline.records import Calibration, ModelCard, OnnxExport, Review
 from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
 from pipeline.train.trainer import fit
-from pipeline.train.worker import WorkerConfig
+from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +80,12 @@ def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> Tr
             f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
         )
     weights = None
-    if "mobilenet_v2" in config.model.names:
+    takes_weights = [name for name in config.model.names if get_entry(name).takes_weights]
+    if takes_weights:
         weights = artifacts.resolve_weights(
             config.model.weights, config.model.weights_fallback, config.model.image_size
         )
-        logger.info("mobilenet_v2 weights: %s", weights.source)
+        logger.info("%s weights: %s", ", ".join(takes_weights), weights.source)
     storage.check_writable(output_uri)
     run_name = config.train.run_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     return TrainingPlan(
@@ -145,10 +148,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
         result = fit(name, datasets, worker_config, config.resources, storage_path, f"{plan.run_name}-{name}")
         if result.error:
             raise result.error
-        seconds = time.perf_counter() - started
-        results[name] = _write_artifact(
-            plan, name, result, datasets, counts, skipped, class_weights, worker_config, seconds
-        )
+        run = TrainedRun(name, result, worker_config, counts, skipped, time.perf_counter() - started)
+        results[name] = _write_artifact(plan, run, datasets)
     if len(results) > 1:
         write_comparison(plan.output_uri, results, plan.label_index.class_names)
     return results
@@ -168,57 +169,99 @@ def _predict_dataset(
     return np.concatenate(labels), np.concatenate(probabilities), probe
 
 
-def _write_artifact(
-    plan: TrainingPlan,
-    name: str,
-    result: ray.train.Result,
-    datasets: dict[str, ray.data.Dataset],
-    counts: dict[str, Any],
-    skipped: dict[str, int],
-    class_weights: np.ndarray,
-    worker_config: WorkerConfig,
-    seconds: float,
-) -> dict[str, Any]:
-    artifact_uri = storage.join(plan.output_uri, name)
-    if result.checkpoint is None:
-        raise RuntimeError(f"training {name} ended without a final checkpoint")
-    with tempfile.TemporaryDirectory() as local, result.checkpoint.as_directory() as checkpoint_dir:
-        with open(os.path.join(checkpoint_dir, "state.json")) as handle:
+@dataclass(frozen=True)
+class TrainedRun:
+    """One model's finished Ray Train run and the facts its card records."""
+
+    name: str
+    result: ray.train.Result
+    worker_config: WorkerConfig
+    split_counts: dict[str, Any]
+    undecodable: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What training measures on data it never trained on: calibration and review on validation,
+    the headline on test (temperature applied, never fitted there)."""
+
+    test: dict[str, Any]
+    calibration: Calibration
+    review: Review
+    probe: np.ndarray  # real test images, for the ONNX check
+
+
+def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray.data.Dataset]) -> dict[str, Any]:
+    """model.keras (+ model.onnx), the model card, split, history and curves under `<output>/<name>`."""
+    artifact_uri = storage.join(plan.output_uri, run.name)
+    if run.result.checkpoint is None:
+        raise RuntimeError(f"training {run.name} ended without a final checkpoint")
+    with tempfile.TemporaryDirectory() as local, run.result.checkpoint.as_directory() as checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, STATE_FILE)) as handle:
             state = json.load(handle)
         model_path = os.path.join(local, artifacts.MODEL_FILE)
-        with open(os.path.join(checkpoint_dir, "model.keras"), "rb") as source, open(model_path, "wb") as target:
-            target.write(source.read())
+        shutil.copyfile(os.path.join(checkpoint_dir, FINAL_MODEL), model_path)
         model = artifacts.load_keras_model(local)
-        class_names = list(plan.label_index.class_names)
-        val_labels, val_raw, _ = _predict_dataset(model, datasets["val"], 64)
-        test_labels, test_raw, probe = _predict_dataset(model, datasets["test"], 64)
-        if probe is None:
-            raise RuntimeError("no image of the test split could be decoded")
-        onnx = export_onnx(model, local, probe)
-        temperature = fit_temperature(val_raw, val_labels)
-        val_probabilities = apply_temperature(val_raw, temperature)
-        test_probabilities = apply_temperature(test_raw, temperature)
-        test_metrics = summarize(test_labels, test_probabilities, class_names)
-        calibration = {
-            "method": "temperature scaling fitted on the validation split",
-            "temperature": temperature,
-            "validation_ece_before": summarize(val_labels, val_raw, class_names)["expected_calibration_error"],
-            "validation_ece_after": summarize(val_labels, val_probabilities, class_names)["expected_calibration_error"],
-            "test_ece_before": summarize(test_labels, test_raw, class_names)["expected_calibration_error"],
-            "test_ece_after": test_metrics["expected_calibration_error"],
-        }
-        review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
-        history = state["history"]
-        best: dict[str, Any] = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
-        spec = get_entry(name).input_spec(plan.config.model.image_size)
-        card = {
-            "name": name,
-            "version": artifacts.content_version(model_path),
-            "class_names": list(plan.label_index.class_names),
-            "input": spec.to_dict(),
-            "weights_source": (
-                plan.weights.source if plan.weights and name == "mobilenet_v2" else "none (trained from scratch)"
-            ),
+        held_out = _measure_held_out(model, datasets, plan)
+        onnx = export_onnx(model, local, held_out.probe)
+        card = _model_card(plan, run, state, held_out, onnx, artifacts.content_version(model_path))
+        artifacts.write_card(local, card)
+        plan.frame[[IMAGE_ID, IMAGE_URI, LABEL, SPLIT]].to_csv(os.path.join(local, "split.csv"), index=False)
+        with open(os.path.join(local, "history.json"), "w") as handle:
+            json.dump(state["history"], handle, indent=2)
+        with open(os.path.join(local, "curves.png"), "wb") as handle:
+            handle.write(reports.curves_png(state["history"], f"{run.name}: training curves"))
+        storage.upload_directory(local, artifact_uri)
+    test = held_out.test
+    logger.info(
+        "%s: test accuracy %.4f, macro-F1 %.4f → %s", run.name, test["accuracy"], test["macro"]["f1"], artifact_uri
+    )
+    return {"artifact": artifact_uri, "version": card.version, "test": test, "weights_source": card.weights_source}
+
+
+def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: TrainingPlan) -> HeldOut:
+    class_names = list(plan.label_index.class_names)
+    val_labels, val_raw, _ = _predict_dataset(model, datasets["val"], 64)
+    test_labels, test_raw, probe = _predict_dataset(model, datasets["test"], 64)
+    if probe is None:
+        raise RuntimeError("no image of the test split could be decoded")
+    temperature = fit_temperature(val_raw, val_labels)
+    val_probabilities = apply_temperature(val_raw, temperature)
+    test = summarize(test_labels, apply_temperature(test_raw, temperature), class_names)
+
+    def ece(labels: np.ndarray, probabilities: np.ndarray) -> float:
+        return float(summarize(labels, probabilities, class_names)["expected_calibration_error"])
+
+    calibration = Calibration(
+        temperature=temperature,
+        validation_ece_before=ece(val_labels, val_raw),
+        validation_ece_after=ece(val_labels, val_probabilities),
+        test_ece_before=ece(test_labels, test_raw),
+        test_ece_after=test["expected_calibration_error"],
+    )
+    review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
+    return HeldOut(test, calibration, Review(**review), probe)
+
+
+def _model_card(
+    plan: TrainingPlan, run: TrainedRun, state: dict[str, Any], held_out: HeldOut, onnx: OnnxExport, version: str
+) -> ModelCard:
+    worker_config, history = run.worker_config, state["history"]
+    best: dict[str, Any] = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
+    class_names = plan.label_index.class_names
+    entry = get_entry(run.name)
+    weights_source = plan.weights.source if plan.weights and entry.takes_weights else "none (trained from scratch)"
+    return ModelCard(
+        name=run.name,
+        version=version,
+        class_names=tuple(class_names),
+        input=entry.input_spec(plan.config.model.image_size),
+        weights_source=weights_source,
+        onnx=onnx,
+        calibration=held_out.calibration,
+        review=held_out.review,
+        details={
             "config": plan.config.to_dict(),
             "catalog": plan.catalog_uri,
             "run_name": plan.run_name,
@@ -230,48 +273,23 @@ def _write_artifact(
             "workers": worker_config.workers,
             "batch_size_per_worker": worker_config.train.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,
-            "class_weights": dict(zip(plan.label_index.class_names, map(float, class_weights))),
+            "class_weights": dict(zip(class_names, map(float, worker_config.class_weights))),
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],
             "resumed_at_epochs": state.get("resumed_at_epochs", []),
             "split": {
-                "counts": counts,
+                "counts": run.split_counts,
                 "hash": split_hash(plan.frame),
                 "seed": plan.config.data.seed,
-                "undecodable_images_left_out": skipped,
+                "undecodable_images_left_out": run.undecodable,
             },
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
-            "test": test_metrics,
-            "onnx": onnx,
-            "calibration": calibration,
-            "review": review,
-            "training_seconds": round(seconds, 1),
+            "test": held_out.test,
+            "training_seconds": round(run.seconds, 1),
             "library_versions": artifacts.library_versions(),
             "created_at": datetime.now(UTC).isoformat(),
-        }
-        split_table = plan.frame[[IMAGE_ID, IMAGE_URI, LABEL, SPLIT]]
-        with open(os.path.join(local, "split.csv"), "w") as handle:
-            split_table.to_csv(handle, index=False)
-        with open(os.path.join(local, "history.json"), "w") as handle:
-            json.dump(history, handle, indent=2)
-        with open(os.path.join(local, "curves.png"), "wb") as handle:
-            handle.write(reports.curves_png(history, f"{name}: training curves"))
-        with open(os.path.join(local, artifacts.CARD_FILE), "w") as handle:
-            json.dump(card, handle, indent=2)
-        storage.upload_directory(local, artifact_uri)
-    logger.info(
-        "%s: test accuracy %.4f, macro-F1 %.4f → %s",
-        name,
-        test_metrics["accuracy"],
-        test_metrics["macro"]["f1"],
-        artifact_uri,
+        },
     )
-    return {
-        "artifact": artifact_uri,
-        "version": card["version"],
-        "test": test_metrics,
-        "weights_source": card["weights_source"],
-    }
 
 
 def write_comparison(output_uri: str, results: dict[str, Any], class_names: tuple[str, ...]) -> None:

@@ -21,6 +21,8 @@ import ray
 import ray.train
 from ray.train import Checkpoint
 
+from models import build_model, get_entry
+from pipeline.artifacts import fetch_weights
 from pipeline.config import TrainConfig
 from pipeline.schema import IMAGE
 from pipeline.tf_runtime import configure_tensorflow
@@ -191,6 +193,51 @@ def _rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "train" (one phase), or "head" then "fine_tune"
+    epochs: int
+    learning_rate: float
+    patience: int
+
+
+def plan_phases(settings: WorkerConfig) -> list[Phase]:
+    """One phase for a model trained whole; head then fine-tune for a pretrained base."""
+    train = settings.train
+    if not settings.two_phase:
+        return [Phase("train", train.epochs, train.learning_rate, train.cnn_patience)]
+    phases = [Phase("head", train.head_epochs, train.learning_rate, train.transfer_patience)]
+    if train.fine_tune_epochs > 0:
+        phases.append(
+            Phase("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate, train.transfer_patience)
+        )
+    return phases
+
+
+@dataclass
+class WorkerRun:
+    """One worker's model, state and collectives: what the phases of the loop share."""
+
+    settings: WorkerConfig
+    strategy: Any
+    model: Any
+    rank: int
+    beat: HeartbeatSender
+    state: TrainingState = field(default_factory=TrainingState)
+    best_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    saved_optimizer: list[np.ndarray] | None = None  # Adam's state to continue the restored phase
+    restored_phase: int | None = None  # the phase a checkpoint was taken in, until it is continued
+
+    def __post_init__(self) -> None:
+        self.predict, self.agree = _make_predict(self.model), _make_agree(self.strategy)
+        self.best_weights = self.best_weights or _weights_by_path(self.model)
+
+    def unfreeze(self) -> None:
+        unfreeze_top = get_entry(self.settings.model_name).unfreeze_top
+        if unfreeze_top is not None:
+            unfreeze_top(self.model, self.settings.train.fine_tune_layers)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: builds the model under the strategy, trains one or two phases with early
     stopping on validation loss, reports metrics and a checkpoint every epoch, and resumes from
@@ -199,133 +246,142 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     beat = HeartbeatSender(settings.heartbeat)
     beat()  # start-up (TensorFlow import, strategy set-up, weights) is progress too
     configure_tensorflow(settings.cpus_per_worker, settings.gpu)
-    import keras
     import tensorflow as tf
 
-    from models import build_model, mobilenet_v2
-    from pipeline.artifacts import fetch_weights
-
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    options: dict[str, Any] = {"dropout": settings.dropout}
-    if settings.model_name == "mobilenet_v2":
-        weights = settings.weights
-        options["weights"] = fetch_weights(weights) if weights not in (None, "imagenet") else weights
     with strategy.scope():
-        model = build_model(settings.model_name, settings.num_classes, settings.image_size, **options)
+        model = _build_model(settings)
     beat(force=True)
-    predict, agree = _make_predict(model), _make_agree(strategy)
-
-    state = TrainingState()
-    best_weights = _weights_by_path(model)
-    saved_optimizer: list[np.ndarray] | None = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            with open(os.path.join(directory, STATE_FILE)) as handle:
-                state = TrainingState(**json.load(handle))
-            state.resumed_at_epochs.append(state.epochs_done)
-            if settings.two_phase and state.phase >= 1:
-                mobilenet_v2.unfreeze_top_layers(model, settings.train.fine_tune_layers)
-            _assign_by_path(model, _load_npz(os.path.join(directory, CURRENT_WEIGHTS)))
-            best_weights = _load_npz(os.path.join(directory, BEST_WEIGHTS))
-            if os.path.exists(os.path.join(directory, OPTIMIZER_STATE)):
-                saved = _load_npz(os.path.join(directory, OPTIMIZER_STATE))
-                saved_optimizer = [saved[key] for key in sorted(saved)]
-        logger.info("resumed %s at phase %d, epoch %d", settings.model_name, state.phase, state.epochs_done)
-
-    train = settings.train
-    phases = [
-        (
-            "head" if settings.two_phase else "train",
-            train.head_epochs if settings.two_phase else train.epochs,
-            train.learning_rate,
-        )
-    ]
-    if settings.two_phase and train.fine_tune_epochs > 0:
-        phases.append(("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate))
-    patience = train.transfer_patience if settings.two_phase else train.cnn_patience
-    if rank == 0:
+    run = WorkerRun(settings, strategy, model, ray.train.get_context().get_world_rank(), beat)
+    _restore(run, ray.train.get_checkpoint())
+    if run.rank == 0:
         logger.info(
             "training %s: batch_size_per_worker=%d global_batch_size=%d workers=%d",
             settings.model_name,
-            train.batch_size_per_worker,
+            settings.train.batch_size_per_worker,
             settings.global_batch_size,
             settings.workers,
         )
+    for index, phase in enumerate(plan_phases(settings)):
+        if not run.state.done and index >= run.state.phase:
+            _train_phase(run, index, phase)
+    _finish(run)
 
-    train_shard = ray.train.get_dataset_shard("train")
+
+def _build_model(settings: WorkerConfig) -> Any:
+    options: dict[str, Any] = {"dropout": settings.dropout}
+    if get_entry(settings.model_name).takes_weights:
+        weights = settings.weights
+        options["weights"] = fetch_weights(weights) if weights not in (None, "imagenet") else weights
+    return build_model(settings.model_name, settings.num_classes, settings.image_size, **options)
+
+
+def _restore(run: WorkerRun, checkpoint: Checkpoint | None) -> None:
+    """Continues from Ray Train's latest checkpoint after a restart: state, weights, Adam's state."""
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        with open(os.path.join(directory, STATE_FILE)) as handle:
+            run.state = TrainingState(**json.load(handle))
+        run.state.resumed_at_epochs.append(run.state.epochs_done)
+        if run.settings.two_phase and run.state.phase >= 1:
+            run.unfreeze()
+        _assign_by_path(run.model, _load_npz(os.path.join(directory, CURRENT_WEIGHTS)))
+        run.best_weights = _load_npz(os.path.join(directory, BEST_WEIGHTS))
+        if os.path.exists(os.path.join(directory, OPTIMIZER_STATE)):
+            saved = _load_npz(os.path.join(directory, OPTIMIZER_STATE))
+            run.saved_optimizer = [saved[key] for key in sorted(saved)]
+    run.restored_phase = run.state.phase
+    logger.info("resumed %s at phase %d, epoch %d", run.settings.model_name, run.state.phase, run.state.epochs_done)
+
+
+def _train_phase(run: WorkerRun, index: int, phase: Phase) -> None:
+    """Epochs of one phase until its budget or early stopping; leaves the best weights in place."""
+    import keras
+
+    state, settings = run.state, run.settings
+    # Only the phase the checkpoint was taken in continues; a later one starts as in a fresh run
+    # (a run resumed during the head phase still unfreezes the base for fine-tuning).
+    continuing, run.restored_phase = run.restored_phase == index, None
+    if phase.name == "fine_tune" and not continuing:
+        run.unfreeze()
+    # A fresh optimizer and step per phase: both captured the old trainable variables.
+    with run.strategy.scope():
+        optimizer = keras.optimizers.Adam(phase.learning_rate)
+        optimizer.build(run.model.trainable_variables)
+        if run.saved_optimizer is not None and continuing and state.epoch_in_phase > 0:
+            _restore_optimizer(optimizer, run.saved_optimizer)
+        run.saved_optimizer = None
+    step = _make_train_step(run.strategy, run.model, optimizer, settings.class_weights, settings.global_batch_size)
+    while state.epoch_in_phase < phase.epochs:
+        row = _one_epoch(run, phase, step, optimizer)
+        if _should_stop(run, row, index, phase, optimizer):
+            return
+
+
+def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[str, Any]:
+    """Trains on this worker's shard once, then validates on the whole validation set."""
+    import tensorflow as tf
+
+    train = run.settings.train
+    started = time.perf_counter()
+    loss_sum, correct, steps = 0.0, 0.0, 0
+    shard = ray.train.get_dataset_shard("train")
+    for batch in shard.iter_tf_batches(batch_size=train.batch_size_per_worker, drop_last=True):
+        loss, hits = step(batch[IMAGE], tf.cast(batch[LABEL_INDEX], tf.int32))
+        loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
+        run.beat()
     val_data = ray.train.get_dataset_shard("val")
-    for phase_index, (phase_name, epochs, learning_rate) in enumerate(phases):
-        if state.done or phase_index < state.phase:
-            continue
-        if phase_name == "fine_tune" and not (checkpoint and state.phase == phase_index):
-            mobilenet_v2.unfreeze_top_layers(model, train.fine_tune_layers)
-        # A fresh optimizer and step per phase: both captured the old trainable variables.
-        with strategy.scope():
-            optimizer = keras.optimizers.Adam(learning_rate)
-            optimizer.build(model.trainable_variables)
-            if saved_optimizer is not None and state.phase == phase_index and state.epoch_in_phase > 0:
-                _restore_optimizer(optimizer, saved_optimizer)
-            saved_optimizer = None
-        step = _make_train_step(strategy, model, optimizer, settings.class_weights, settings.global_batch_size)
-        while state.epoch_in_phase < epochs:
-            started = time.perf_counter()
-            loss_sum, correct, steps = 0.0, 0.0, 0
-            for batch in train_shard.iter_tf_batches(batch_size=train.batch_size_per_worker, drop_last=True):
-                loss, hits = step(batch[IMAGE], tf.cast(batch[LABEL_INDEX], tf.int32))
-                loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
-                beat()
-            val_loss, val_accuracy = _evaluate(predict, val_data, train.batch_size_per_worker * 2, beat)
-            val_loss = agree(val_loss)
-            row = {
-                "phase": phase_name,
-                "epoch": state.epochs_done + 1,
-                "loss": loss_sum / max(steps, 1),
-                "accuracy": correct / max(steps * settings.global_batch_size, 1),
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "steps": steps,
-                "seconds": time.perf_counter() - started,
-                "optimizer_steps": int(optimizer.iterations.numpy()),
-                "rss_mb": _rss_mb(),
-            }
-            state.history.append(row)
-            state.epochs_done += 1
-            state.epoch_in_phase += 1
-            if val_loss < state.best_val_loss - 1e-6:
-                state.best_val_loss, state.best_epoch, state.wait = val_loss, state.epochs_done, 0
-                best_weights = _weights_by_path(model)
-            else:
-                state.wait += 1
-            stop = state.wait >= patience
-            phase_over = stop or state.epoch_in_phase >= epochs
-            if phase_over:
-                _assign_by_path(model, best_weights)  # restore the best weights before the next phase
-                state.phase, state.epoch_in_phase, state.wait = phase_index + 1, 0, 0
-            # At a phase's end the next phase starts a fresh optimizer: nothing to carry over.
-            _report(rank, row, state, model, best_weights, optimizer=None if phase_over else optimizer)
-            if stop:
-                logger.info(
-                    "early stopping %s in phase %s at epoch %d (best epoch %d)",
-                    settings.model_name,
-                    phase_name,
-                    state.epochs_done,
-                    state.best_epoch,
-                )
-            if phase_over:
-                break
-    state.done = True
-    _assign_by_path(model, best_weights)
-    _report(
-        rank,
-        {"final": True, "best_epoch": state.best_epoch, "best_val_loss": state.best_val_loss},
-        state,
-        model,
-        best_weights,
-        final=True,
-    )
+    val_loss, val_accuracy = _evaluate(run.predict, val_data, train.batch_size_per_worker * 2, run.beat)
+    return {
+        "phase": phase.name,
+        "epoch": run.state.epochs_done + 1,
+        "loss": loss_sum / max(steps, 1),
+        "accuracy": correct / max(steps * run.settings.global_batch_size, 1),
+        "val_loss": run.agree(val_loss),  # every worker takes the same stopping decision
+        "val_accuracy": val_accuracy,
+        "steps": steps,
+        "seconds": time.perf_counter() - started,
+        "optimizer_steps": int(optimizer.iterations.numpy()),
+        "rss_mb": _rss_mb(),
+    }
+
+
+def _should_stop(run: WorkerRun, row: dict[str, Any], index: int, phase: Phase, optimizer: Any) -> bool:
+    """Records the epoch, keeps the best weights, reports a checkpoint; True when the phase ends."""
+    state = run.state
+    state.history.append(row)
+    state.epochs_done += 1
+    state.epoch_in_phase += 1
+    if row["val_loss"] < state.best_val_loss - 1e-6:
+        state.best_val_loss, state.best_epoch, state.wait = row["val_loss"], state.epochs_done, 0
+        run.best_weights = _weights_by_path(run.model)
+    else:
+        state.wait += 1
+    stop = state.wait >= phase.patience
+    phase_over = stop or state.epoch_in_phase >= phase.epochs
+    if phase_over:
+        _assign_by_path(run.model, run.best_weights)  # restore the best weights before the next phase
+        state.phase, state.epoch_in_phase, state.wait = index + 1, 0, 0
+    # At a phase's end the next phase starts a fresh optimizer: nothing to carry over.
+    _report(run.rank, row, state, run.model, run.best_weights, optimizer=None if phase_over else optimizer)
+    if stop:
+        logger.info(
+            "early stopping %s in phase %s at epoch %d (best epoch %d)",
+            run.settings.model_name,
+            phase.name,
+            state.epochs_done,
+            state.best_epoch,
+        )
+    return phase_over
+
+
+def _finish(run: WorkerRun) -> None:
+    """The best epoch's weights, saved whole in the final checkpoint."""
+    run.state.done = True
+    _assign_by_path(run.model, run.best_weights)
+    final = {"final": True, "best_epoch": run.state.best_epoch, "best_val_loss": run.state.best_val_loss}
+    _report(run.rank, final, run.state, run.model, run.best_weights, final=True)
 
 
 def _restore_optimizer(optimizer: Any, values: list[np.ndarray]) -> None:

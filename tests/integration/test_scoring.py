@@ -56,8 +56,8 @@ def test_labelled_tree_scores_every_row_with_the_schema(
         else "scoring with 2 CPU actor(s), decoding in them"
     )  # auto: 2 CPUs, 1 thread per actor
     assert shape in caplog.text
-    assert manifest["status"] == "completed"
-    assert manifest["counts"]["in"] == manifest["counts"]["out"] == 18
+    assert manifest.status == "completed"
+    assert manifest.counts.rows_in == manifest.counts.rows_out == 18
     files = glob.glob(f"{output}/predictions/*.parquet")
     assert len(files) == 1  # not one file per batch
     schema = pq.read_schema(files[0])
@@ -105,7 +105,7 @@ def test_manifest_passthrough_and_unknown_labels(ray_local, color_catalog, color
 def test_unlabelled_folder_has_no_evaluation(ray_local, color_catalog, color_artifact, tmp_path):
     output = str(tmp_path / "out")
     manifest = run(os.path.join(color_catalog, "green"), color_artifact, output)
-    assert manifest["counts"]["out"] == 6 and manifest["evaluation"] is None
+    assert manifest.counts.rows_out == 6 and manifest.evaluation is None
     assert not os.path.exists(f"{output}/evaluation")
     assert (predictions(output)["predicted_label"] == "green").mean() > 0.8
 
@@ -199,8 +199,8 @@ def test_unfinished_run_resumes_without_rescoring(ray_local, color_catalog, colo
     manifest["status"] = "running"
     json.dump(manifest, open(f"{output}/run.json", "w"))
     rerun = run(color_catalog, color_artifact, output, "predict.rows_per_file=4")
-    assert rerun["counts"]["resumed"] == sum(pq.read_metadata(p).num_rows for p in kept)
-    assert rerun["counts"]["scored_this_run"] == 18 - rerun["counts"]["resumed"]
+    assert rerun.counts.resumed == sum(pq.read_metadata(p).num_rows for p in kept)
+    assert rerun.counts.scored_this_run == 18 - rerun.counts.resumed
     frame = predictions(output)
     assert len(frame) == 18 and frame["image_id"].is_unique
 
@@ -249,13 +249,13 @@ def test_onnx_and_keras_engines_agree(ray_local, color_catalog, color_artifact, 
     outputs = {}
     for engine in ("onnx", "keras"):
         manifest = run(color_catalog, color_artifact, str(tmp_path / engine), f"predict.engine={engine}")
-        assert manifest["engine"] == engine
+        assert manifest.engine == engine
         outputs[engine] = predictions(str(tmp_path / engine)).sort_values("image_id")
     assert outputs["onnx"]["predicted_label"].tolist() == outputs["keras"]["predicted_label"].tolist()
     np.testing.assert_allclose(
         np.stack(outputs["onnx"]["probabilities"]), np.stack(outputs["keras"]["probabilities"]), atol=1e-4
     )
-    assert run(color_catalog, color_artifact, str(tmp_path / "auto"))["engine"] == "onnx"
+    assert run(color_catalog, color_artifact, str(tmp_path / "auto")).engine == "onnx"
 
 
 def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, color_catalog, color_artifact, tmp_path):
@@ -310,7 +310,7 @@ def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_
     assert not os.path.exists("/tmp/absolute-id")
     frame = predictions(output).set_index("image_id")
     assert len(frame) == 4 and frame.loc["nul-in-uri", "error"].startswith("unreadable")
-    assert manifest["evaluation"]["unknown_label_rows"] == 3
+    assert manifest.evaluation["unknown_label_rows"] == 3
 
 
 def blended_catalog(root) -> str:
@@ -341,7 +341,7 @@ def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, c
     np.testing.assert_allclose(calibrated["confidence"], expected.max(axis=1), atol=1e-5)
     assert (calibrated["confidence"] < plain["confidence"]).all()  # T > 1 softens every row
     assert (calibrated["predicted_label"] == plain["predicted_label"]).all()  # and keeps the ranking
-    assert manifest["low_confidence_threshold"] == threshold
+    assert manifest.low_confidence_threshold == threshold
     low = calibrated["low_confidence"].to_numpy(dtype=bool)
     assert (low == (calibrated["confidence"].to_numpy() < threshold)).all() and 0 < low.sum() < len(low)
     review = json.load(open(tmp_path / "calibrated" / "evaluation" / "summary.json"))["review"]
@@ -355,5 +355,5 @@ def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, c
 
 
 def predictions_by_id(output, manifest):
-    assert manifest["status"] == "completed"
+    assert manifest.status == "completed"
     return predictions(str(output)).set_index("image_id").sort_index()

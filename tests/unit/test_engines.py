@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from pipeline.artifacts import read_card
 from pipeline.engines import OnnxEngine, load_engine
 from tests.factories import make_artifact
 
@@ -23,7 +24,7 @@ def test_export_records_the_fastest_cpu_chunk_from_the_candidates(artifact):
     card = json.load(open(os.path.join(artifact, "model_card.json")))
     assert card["onnx"]["file"] == "model.onnx"
     assert card["onnx"]["cpu_chunk"] in (4, 8, 16, 32)
-    assert load_engine("onnx", artifact, card, 1, False).chunk == card["onnx"]["cpu_chunk"]
+    assert load_engine("onnx", artifact, read_card(artifact), 1, False).chunk == card["onnx"]["cpu_chunk"]
 
 
 @pytest.mark.parametrize("chunk", [4, 8, 32])

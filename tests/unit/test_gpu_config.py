@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from jobs.config import load_config
+from models.spec import InputSpec
 from pipeline.engines import choose_engine, onnx_cuda_available
+from pipeline.records import ModelCard, OnnxExport
 from pipeline.resources import ClusterShape, actor_count, decode_in_actors
 from pipeline.tf_runtime import configure_tensorflow
 from pipeline.train.trainer import scaling_config
@@ -51,10 +54,12 @@ def test_auto_actors_are_one_per_gpu_or_one_per_inference_thread_budget():
 
 
 def test_auto_engine_on_gpu_is_onnx_only_with_its_cuda_provider():
-    card = {"onnx": {"file": "model.onnx"}}
+    card = ModelCard("custom_cnn", "v", ("a", "b"), InputSpec(32), onnx=OnnxExport(file="model.onnx"))
     assert choose_engine("auto", card, gpu=False) == "onnx"
     assert choose_engine("auto", card, gpu=True) == ("onnx" if onnx_cuda_available() else "keras")
-    assert choose_engine("auto", {"onnx": {"file": None}}, gpu=True) == "keras"
+    refused = dataclasses.replace(card, onnx=OnnxExport(file=None, reason="outputs differ"))
+    assert choose_engine("auto", refused, gpu=True) == "keras"
+    assert choose_engine("auto", refused, gpu=False) == "keras"
 
 
 def test_tensorflow_configuration_runs_without_a_gpu_and_sizes_the_thread_pools():

@@ -96,7 +96,6 @@ def test_score_bad_input_exits_2(tmp_path, catalog, color_artifact, capsys):
 
 def test_unsafe_model_is_refused(tmp_path, catalog, color_artifact, capsys):
     """A .keras file with a Lambda layer would run arbitrary code: safe mode must refuse it."""
-    import json
     import shutil
 
     import keras
@@ -115,10 +114,15 @@ def test_unsafe_model_is_refused(tmp_path, catalog, color_artifact, capsys):
 
 
 def write_run(output, name, status, evaluation):
+    from pipeline.records import ModelRef, RunCounts, RunManifest
+    from pipeline.score.predictions import write_run as write_manifest
+
     os.makedirs(output)
-    run = {"model": {"name": name}, "status": status, "counts": {"out": 500, "errors": 3}, "evaluation": evaluation}
-    with open(os.path.join(output, "run.json"), "w") as handle:
-        json.dump(run, handle)
+    counts = RunCounts(500, 500, 497, 3, 0, 500, 1)
+    run = RunManifest(
+        "r", status, "t", ModelRef("m", name, "v"), "c", output, "keras", 0.5, {}, (), counts, {}, evaluation
+    )
+    write_manifest(output, run)
 
 
 def test_summarize_prints_one_line_per_run_and_refuses_a_folder_without_run_json(tmp_path, capsys):

@@ -1,0 +1,69 @@
+"""Model registry: name → builder and the facts the pipeline acts on. Pure Keras, no Ray, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from models import custom_cnn, mobilenet_v2
+from models.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model's builder and the facts the pipeline acts on, so no caller branches on a name."""
+
+    build: Callable[..., keras.Model]
+    input_spec: Callable[[int], InputSpec]
+    # Takes pretrained base weights (`build(..., weights=...)`): "imagenet", a local .h5 or None.
+    takes_weights: bool = False
+    # With weights: train the head first, then this unfreezes the top `count` base layers.
+    unfreeze_top: Callable[[keras.Model, int], list[str]] | None = None
+
+    @property
+    def two_phase(self) -> bool:
+        """Head first, then fine-tune the top of a pretrained base."""
+        return self.unfreeze_top is not None
+
+
+MODEL_BUILDERS: dict[str, ModelEntry] = {
+    "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec),
+    "mobilenet_v2": ModelEntry(
+        mobilenet_v2.build_mobilenet_v2,
+        mobilenet_v2.input_spec,
+        takes_weights=True,
+        unfreeze_top=mobilenet_v2.unfreeze_top_layers,
+    ),
+}
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Looks a model up by name.
+
+    Raises:
+        ValueError: The name is not registered; the message lists the valid names.
+    """
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model name {name!r}; choose from {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[name]
+
+
+def build_model(name: str, num_classes: int, image_size: int, **options: Any) -> keras.Model:
+    """Builds a registered model with its declared input spec.
+
+    Args:
+        name: Registry key, e.g. "custom_cnn".
+        num_classes: Output classes (at least 2).
+        image_size: Square input side in pixels.
+        **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
+
+    Raises:
+        ValueError: Unknown name or fewer than two classes.
+    """
+    entry = get_entry(name)
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
+    return entry.build(num_classes, entry.input_spec(image_size), **options)
