@@ -350,7 +350,7 @@ def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, c
 
     override = "predict.low_confidence_threshold=0"
     overridden = run(color_catalog, calibrated_model, str(tmp_path / "overridden"), override)
-    assert overridden["low_confidence_threshold"] == 0.0
+    assert overridden.low_confidence_threshold == 0.0
     assert not predictions(str(tmp_path / "overridden"))["low_confidence"].any()
 
 
