@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import fsspec
+import pyarrow.fs
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,13 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.filesystem("file"), uri
 
 
+def arrow_paths(uris: list[str]) -> tuple[list[str], pyarrow.fs.FileSystem]:
+    """The same files as paths inside one pyarrow filesystem, for Ray Data's readers; the
+    filesystem is this module's fsspec one, so endpoint and credentials are the same."""
+    fs, _ = filesystem(uris[0])
+    return [filesystem(uri)[1] for uri in uris], pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
 def join(uri: str, *parts: str) -> str:
     """Joins path parts under a URI, refusing parts that would escape it."""
     base = normalize(uri)
@@ -72,9 +80,13 @@ def exists(uri: str) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole object in one request: `cat_file` is a single GET on S3, where `open` first
+    asks for the object's size with a HEAD."""
     fs, path = filesystem(uri)
-    with fs.open(path, "rb") as handle:
-        data: bytes = handle.read()
+    if not is_remote(uri):
+        with open(path, "rb") as handle:
+            return handle.read()
+    data: bytes = fs.cat_file(path)
     return data
 
 
@@ -176,7 +188,7 @@ def check_writable(uri: str) -> None:
         ) from error
 
 
-def _fingerprint(info: dict[str, Any]) -> str:
+def fingerprint(info: dict[str, Any]) -> str:
     """Size plus the store's change marker: ETag on S3 (changes with content), mtime locally."""
     marker = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
     return f"{info.get('size')}:{str(marker).strip(chr(34))}"
@@ -190,7 +202,7 @@ def fingerprints(uris: list[str], root: str | None = None) -> dict[str, str | No
         fs, path = filesystem(root)
         for name, info in fs.find(path, detail=True).items():
             if info.get("type") == "file":
-                found[to_uri(fs, name)] = _fingerprint(info)
+                found[to_uri(fs, name)] = fingerprint(info)
     result = {}
     for uri in uris:
         if uri in found:
@@ -198,7 +210,7 @@ def fingerprints(uris: list[str], root: str | None = None) -> dict[str, str | No
             continue
         try:
             fs, path = filesystem(uri)
-            result[uri] = _fingerprint(fs.info(path))
+            result[uri] = fingerprint(fs.info(path))
         except (FileNotFoundError, OSError, ValueError):
             result[uri] = None
     return result

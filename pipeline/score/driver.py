@@ -15,13 +15,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from pipeline import artifacts, images, storage
-from pipeline.catalog import passthrough_columns, read_catalog_frame
+from pipeline.catalog import IMAGE_EXTENSIONS
 from pipeline.config import JobConfig
 from pipeline.engines import choose_engine
 from pipeline.records import ModelCard, ModelRef, RunCounts, RunManifest
@@ -34,11 +33,12 @@ from pipeline.score.predictions import (
     RUN_FILE,
     PredictionWriter,
     prediction_files,
-    read_predictions,
     read_run,
+    read_tally,
     write_run,
 )
 from pipeline.score.predictor import Predictor
+from pipeline.score.source import FINGERPRINT, CatalogSource, catalog_dataset, describe_catalog
 from pipeline.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -46,15 +46,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoringPlan:
+    """Everything checked before Ray starts. The catalog's rows are not here: workers read them."""
+
     catalog_uri: str
     artifact_uri: str
     output_uri: str
     card: ModelCard
-    frame: pd.DataFrame
+    source: CatalogSource
     config: JobConfig
     schema: pa.Schema
     engine: str
     threshold: float
+    rows: pa.Table | None = None  # a chosen subset of the catalog (incremental runs); None: all of it
 
 
 def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config: JobConfig) -> ScoringPlan:
@@ -68,8 +71,8 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         ValueError: Unreadable model, bad catalog, unwritable or already-complete output.
     """
     card = artifacts.read_card(artifact_uri)
-    frame = read_catalog_frame(catalog_uri)
-    clashes = sorted(set(passthrough_columns(frame)) & RESERVED_COLUMNS)
+    source = describe_catalog(catalog_uri)
+    clashes = sorted(set(source.passthrough.names) & RESERVED_COLUMNS)
     if clashes:
         raise ValueError(f"manifest columns {clashes} clash with prediction columns; rename them")
     storage.check_writable(output_uri)
@@ -82,11 +85,7 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
             )
         for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR):
             storage.remove(storage.join(output_uri, name))
-    try:
-        passthrough = pa.Schema.from_pandas(frame[passthrough_columns(frame)], preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise ValueError(f"manifest columns cannot be carried to Parquet: {error}") from error
-    schema = prediction_schema(list(card.class_names), passthrough.remove_metadata())
+    schema = prediction_schema(list(card.class_names), source.passthrough)
     engine = choose_engine(config.predict.engine, card, config.resources.gpu)
     threshold = config.predict.low_confidence_threshold
     if threshold is None:
@@ -96,7 +95,7 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         storage.normalize(artifact_uri),
         storage.normalize(output_uri),
         card,
-        frame,
+        source,
         config,
         schema,
         engine,
@@ -104,29 +103,21 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     )
 
 
-def _already_scored(plan: ScoringPlan) -> set[str]:
-    if not prediction_files(plan.output_uri):
-        return set()
-    done = read_predictions(plan.output_uri, [IMAGE_ID, "model_version"])
-    versions = set(done["model_version"].unique())
-    if versions - {plan.card.version}:
-        raise ValueError(
-            f"output {plan.output_uri!r} holds predictions of model version(s) {sorted(versions)}, "
-            f"not {plan.card.version}; choose a new --output or pass --set predict.overwrite=true"
-        )
-    return set(done[IMAGE_ID])
-
-
 def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
     """Scores every catalog row not yet in the output; writes predictions, evaluation, run.json.
 
     Returns:
         The run manifest (also written as run.json, last).
+
+    Raises:
+        ValueError: The catalog turned out empty or with duplicate ids (found on workers).
     """
     resources = fit_scoring(plan.config.resources, plan.config.predict.threads_per_actor, ClusterShape.current())
     plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, resources=resources))
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     started_at, started = datetime.now(UTC), time.perf_counter()
+    catalog, rows_in = _read_catalog(plan)
+    resumed = _resumed_rows(plan)
     manifest = RunManifest(
         run_id=run_id,
         status="running",
@@ -138,21 +129,18 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
         low_confidence_threshold=plan.threshold,
         config={"predict": plan.config.to_dict()["predict"], "resources": dataclasses.asdict(resources)},
     )
-    done = _already_scored(plan)
     write_run(plan.output_uri, manifest)
-    pending = plan.frame[~plan.frame[IMAGE_ID].isin(done)]
-    logger.info(
-        "run %s: %d catalog rows, %d already scored, %d to score", run_id, len(plan.frame), len(done), len(pending)
-    )
+    pending = _not_yet_scored(plan, catalog) if resumed else catalog
+    logger.info("run %s: %d catalog rows, %d already scored", run_id, rows_in, resumed)
     scored_this_run = _write_predictions(plan, pending, run_id)
     seconds = time.perf_counter() - started
     evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold)
     counts = RunCounts(
-        rows_in=len(plan.frame),
+        rows_in=rows_in,
         rows_out=evaluation.rows,
         scored=evaluation.rows - evaluation.error_rows,
         errors=evaluation.error_rows,
-        resumed=len(done),
+        resumed=resumed,
         scored_this_run=scored_this_run,
         prediction_files=len(prediction_files(plan.output_uri)),
     )
@@ -173,7 +161,57 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
     return manifest
 
 
-def _write_predictions(plan: ScoringPlan, pending: pd.DataFrame, run_id: str) -> int:
+def _read_catalog(plan: ScoringPlan) -> tuple[ray.data.Dataset, int]:
+    """The catalog's rows, listed or read once on workers and kept in the object store; the
+    driver holds block references and the count."""
+    if plan.rows is not None:
+        return ray.data.from_arrow(plan.rows), plan.rows.num_rows
+    catalog = catalog_dataset(plan.source).materialize()
+    rows = catalog.count()
+    if rows == 0:
+        raise ValueError(f"catalog {plan.catalog_uri!r} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    if plan.source.is_manifest:  # a folder's ids are its paths: unique by construction
+        _check_unique_ids(plan.catalog_uri, catalog)
+    logger.info("catalog %s: %d rows", plan.catalog_uri, rows)
+    return catalog, rows
+
+
+def _check_unique_ids(catalog_uri: str, catalog: ray.data.Dataset) -> None:
+    counts = catalog.select_columns([IMAGE_ID]).groupby(IMAGE_ID).count()
+    repeated = counts.map_batches(_repeated, batch_format="pyarrow").take(1)
+    if repeated:
+        raise ValueError(
+            f"catalog {catalog_uri!r} has duplicate image_id values, e.g. {repeated[0][IMAGE_ID]!r}; "
+            "every row needs a unique image_id"
+        )
+
+
+def _repeated(counts: pa.Table) -> pa.Table:
+    return counts.filter(pc.greater(counts.column(counts.column_names[-1]), 1))
+
+
+def _resumed_rows(plan: ScoringPlan) -> int:
+    """Rows an earlier, unfinished run wrote, from the files' footers; refuses another model's."""
+    if not prediction_files(plan.output_uri):
+        return 0
+    tally = read_tally(plan.output_uri, list(plan.card.class_names))
+    if tally.model_versions - {plan.card.version}:
+        raise ValueError(
+            f"output {plan.output_uri!r} holds predictions of model version(s) {sorted(tally.model_versions)}, "
+            f"not {plan.card.version}; choose a new --output or pass --set predict.overwrite=true"
+        )
+    return tally.rows
+
+
+def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset) -> ray.data.Dataset:
+    """A left-anti join on image_id, on workers: the catalog rows no prediction file holds yet."""
+    paths, filesystem = storage.arrow_paths(prediction_files(plan.output_uri))
+    done = ray.data.read_parquet(paths, filesystem=filesystem, columns=[IMAGE_ID])
+    partitions = max(1, min(16, catalog.num_blocks()))
+    return catalog.join(done, join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,)).materialize()
+
+
+def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str) -> int:
     """Streams the pending rows through the pipeline into prediction files; returns rows written."""
     predict, resources = plan.config.predict, plan.config.resources
     writer = PredictionWriter(
@@ -183,7 +221,7 @@ def _write_predictions(plan: ScoringPlan, pending: pd.DataFrame, run_id: str) ->
         run_id,
         predict.seconds_per_file,
     )
-    if len(pending):
+    if pending.count():
         dataset = build_dataset(plan, pending, run_id)
         with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
             for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -204,13 +242,12 @@ def _problems(counts: RunCounts, max_bad_fraction: float) -> tuple[str, ...]:
     return tuple(problems)
 
 
-def build_dataset(plan: ScoringPlan, rows: pd.DataFrame, run_id: str) -> ray.data.Dataset:
+def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray.data.Dataset:
     """The Ray Data pipeline: catalog blocks → decode → a pool of `Predictor` actors.
 
     Shaped by measurements on 2 cores (MobileNetV2 224 px, 2,000 600×600 JPEGs; benchmarks/):
-    - The catalog is cut into even blocks on the driver with `from_blocks` (a Ray DeveloperAPI;
-      Ray is pinned): unlike `from_pandas(...).repartition(...)` it starts no task, so no worker
-      spends start-up time importing Ray Data just to slice a small frame.
+    - The catalog's blocks are cut even on workers (`repartition` of a materialized dataset), at
+      least one per actor, so every actor has work and no block is a whole listing.
     - With several CPU actors, decoding asks for the actors' own resources so Ray Data fuses it
       into them: each actor reads, decodes and scores its blocks, with no decode tasks competing
       for the cores and no decoded pixels crossing the object store. One actor (or a GPU actor)
@@ -225,12 +262,13 @@ def build_dataset(plan: ScoringPlan, rows: pd.DataFrame, run_id: str) -> ray.dat
         "GPU" if resources.gpu else "CPU",
         "in them" if fused else "in separate tasks",
     )
-    count = min(10_000, max(-(-len(rows) // data.rows_per_block), min(len(rows), actors), 1))
-    bounds = np.linspace(0, len(rows), count + 1).astype(int)
-    blocks = [rows.iloc[start:stop].reset_index(drop=True) for start, stop in zip(bounds[:-1], bounds[1:])]
+    total = rows.count()
+    blocks = min(10_000, max(-(-total // data.rows_per_block), min(total, actors), 1))
+    if FINGERPRINT in (rows.schema().names if rows.schema() else []):
+        rows = rows.drop_columns([FINGERPRINT])
     spec = plan.card.input
     dataset: ray.data.Dataset = (
-        ray.data.from_blocks(blocks)
+        rows.repartition(blocks)
         .map_batches(
             images.decode_batch,
             batch_format="numpy",

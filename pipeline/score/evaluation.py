@@ -1,4 +1,4 @@
-"""Evaluation of a scoring run's predictions: summary.json, per-class table, plot, HTML report."""
+"""Evaluation of a scoring run from its files' tallies: summary.json, per-class table, plot, HTML report."""
 
 from __future__ import annotations
 
@@ -7,27 +7,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline import reports, storage
-from pipeline.metrics import summarize
 from pipeline.records import EvaluationSummary, ModelCard, ReviewFigures
-from pipeline.schema import ERROR, IMAGE_URI, LABEL
-from pipeline.score.predictions import EVALUATION_DIR, read_predictions, write_summary
+from pipeline.score.predictions import EVALUATION_DIR, read_tally, write_summary
 
 logger = logging.getLogger(__name__)
-
-EVALUATION_COLUMNS = [
-    IMAGE_URI,
-    LABEL,
-    "predicted_label",
-    "predicted_index",
-    "confidence",
-    "probabilities",
-    "low_confidence",
-    ERROR,
-]
 
 
 @dataclass(frozen=True)
@@ -39,53 +25,42 @@ class Evaluated:
     headline: dict[str, Any] | None = None
 
 
-def evaluate_output(
-    output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float, mistakes_shown: int = 20
-) -> Evaluated:
-    """Reads back every prediction of the output and, when labels exist, writes `evaluation/`.
+def evaluate_output(output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float) -> Evaluated:
+    """Sums the tallies in the prediction files' footers and, when labels exist, writes `evaluation/`.
 
-    Rows with an error and rows whose label the model does not know are counted and reported,
-    never silently mixed into the metrics.
+    No prediction is read back: a catalog of any size costs the driver one footer per file. Rows
+    with an error and rows whose label the model does not know are counted and reported, never
+    silently mixed into the metrics.
     """
-    frame = read_predictions(output_uri, EVALUATION_COLUMNS)
     class_names = list(card.class_names)
-    failed = frame[ERROR].notna()
-    labelled = frame[LABEL].notna() & ~failed
-    if not labelled.any():
-        return Evaluated(int(len(frame)), int(failed.sum()))
-    known = labelled & frame[LABEL].isin(class_names)
-    unknown = frame.loc[labelled & ~known, LABEL].value_counts().to_dict()
-    if unknown:
-        logger.warning("labels the model does not know (not evaluated): %s", unknown)
-    rows = frame[known]
-    true_indices = np.array([class_names.index(label) for label in rows[LABEL]], dtype=int)
-    probabilities = np.stack(rows["probabilities"].to_numpy()) if len(rows) else np.zeros((0, len(class_names)))
-    metrics = summarize(true_indices, probabilities, class_names)
-    correct = rows["predicted_label"].to_numpy() == rows[LABEL].to_numpy()
-    kept = ~rows["low_confidence"].to_numpy(dtype=bool)
+    tally = read_tally(output_uri, class_names)
+    if tally.evaluated_rows == 0 and not tally.unknown_labels:
+        return Evaluated(tally.rows, tally.error_rows)
+    if tally.unknown_labels:
+        logger.warning("labels the model does not know (not evaluated): %s", tally.unknown_labels)
+    kept = tally.evaluated_rows - tally.review_rows
     summary = EvaluationSummary(
         model_name=card.name,
         model_version=card.version,
         catalog=catalog_uri,
         run_id=run_id,
-        rows=int(len(frame)),
-        error_rows=int(failed.sum()),
-        evaluated_rows=int(len(rows)),
-        unknown_labels={str(k): int(v) for k, v in unknown.items()},
+        rows=tally.rows,
+        error_rows=tally.error_rows,
+        evaluated_rows=tally.evaluated_rows,
+        unknown_labels=dict(tally.unknown_labels),
         review=ReviewFigures(
             threshold=threshold,
-            rows=int((~kept).sum()),
-            accuracy_on_rest=float(correct[kept].mean()) if kept.any() else None,
+            rows=tally.review_rows,
+            accuracy_on_rest=tally.kept_correct / kept if kept else None,
         ),
-        metrics=metrics,
+        metrics=tally.metrics(class_names),
     )
     write_summary(output_uri, summary)
-    mistakes = rows[~correct].sort_values("confidence", ascending=False).head(mistakes_shown)
-    _write_report(storage.join(output_uri, EVALUATION_DIR), summary, mistakes)
+    _write_report(storage.join(output_uri, EVALUATION_DIR), summary, tally.mistakes)
     return Evaluated(summary.rows, summary.error_rows, summary.headline())
 
 
-def _write_report(directory: str, summary: EvaluationSummary, mistakes: pd.DataFrame) -> None:
+def _write_report(directory: str, summary: EvaluationSummary, mistakes: list[dict[str, Any]]) -> None:
     """per_class.csv, the confusion matrix picture and report.html beside summary.json."""
     metrics = summary.metrics
     buffer = io.StringIO()
@@ -99,5 +74,5 @@ def _write_report(directory: str, summary: EvaluationSummary, mistakes: pd.DataF
     )
     storage.write_text(
         storage.join(directory, "report.html"),
-        reports.report_html(summary.to_dict(), mistakes.to_dict("records"), "confusion_matrix.png"),
+        reports.report_html(summary.to_dict(), mistakes, "confusion_matrix.png"),
     )

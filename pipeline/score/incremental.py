@@ -28,17 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.catalog import MANIFEST_EXTENSIONS
+from pipeline.catalog import MANIFEST_EXTENSIONS, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.schema import IMAGE_ID, IMAGE_URI
 from pipeline.score.driver import ScoringPlan, prepare_scoring, score
 from pipeline.score.predictions import read_predictions
+from pipeline.score.source import FINGERPRINT
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "current/state.parquet"
 VIEW_FILE = "current/current.json"
-FINGERPRINT = "fingerprint"
 
 
 def read_state(root_uri: str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
@@ -81,7 +81,7 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     run_uri = storage.join(root_uri, "runs", run_id)
     plan = prepare_scoring(catalog_uri, artifact_uri, run_uri, config)
-    frame = plan.frame
+    frame = read_catalog_frame(plan.catalog_uri)  # on the driver: not yet scaled (see README "Scale")
     is_folder = not catalog_uri.lower().endswith(MANIFEST_EXTENSIONS)
     marks = storage.fingerprints(list(frame[IMAGE_URI]), root=plan.catalog_uri if is_folder else None)
     frame = frame.assign(**{FINGERPRINT: [marks[uri] for uri in frame[IMAGE_URI]]})
@@ -105,7 +105,8 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
         len(deleted),
     )
     kept = state[state[IMAGE_ID].isin(set(frame[IMAGE_ID]) - set(todo[IMAGE_ID]))]
-    subset = dataclasses.replace(plan, frame=todo.drop(columns=[FINGERPRINT]))
+    rows = pa.Table.from_pandas(todo.drop(columns=[FINGERPRINT]), preserve_index=False)
+    subset = dataclasses.replace(plan, rows=rows)
     return IncrementalPlan(root_uri, run_id, subset, kept, todo, len(deleted), view)
 
 

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.records import EvaluationSummary, RunManifest
-from pipeline.schema import PREDICTION_COLUMNS
+from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema
+from pipeline.score.tally import FOOTER_KEY, Tally, tally_table
 
 RUN_FILE = "run.json"
 PREDICTIONS_DIR = "predictions"
@@ -60,6 +61,7 @@ class PredictionWriter:
         self.directory_uri, self.schema, self.rows_per_file = directory_uri, schema, rows_per_file
         self.seconds_per_file = seconds_per_file
         self.prefix = f"part-{run_id}"
+        self.class_names = class_names_from_schema(schema)
         self.pending: list[pa.Table] = []
         self.pending_rows = self.files = self.rows = 0
         self.first_pending = 0.0  # when the oldest row not yet written arrived
@@ -75,7 +77,9 @@ class PredictionWriter:
     def flush(self) -> None:
         if not self.pending_rows:
             return
-        table = pa.concat_tables(self.pending).replace_schema_metadata(self.schema.metadata)
+        table = pa.concat_tables(self.pending)
+        tally = tally_table(table, self.class_names)  # committed with the rows, in the same footer
+        table = table.replace_schema_metadata({**(self.schema.metadata or {}), FOOTER_KEY: tally.to_json()})
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         storage.write_bytes(
@@ -88,6 +92,20 @@ class PredictionWriter:
 
 def prediction_files(output_uri: str) -> list[str]:
     return [uri for uri in storage.listdir(storage.join(output_uri, PREDICTIONS_DIR)) if uri.endswith(".parquet")]
+
+
+def read_tally(output_uri: str, class_names: list[str]) -> Tally:
+    """The sum of every prediction file's tally, read from the Parquet footers only. A file
+    without one (written before tallies existed) is tallied from its rows, one file at a time."""
+    total = Tally(len(class_names))
+    for uri in prediction_files(output_uri):
+        fs, path = storage.filesystem(uri)
+        footer = pq.read_metadata(path, filesystem=fs).metadata or {}
+        if FOOTER_KEY in footer:
+            total.add(Tally.from_json(footer[FOOTER_KEY]))
+        else:
+            total.add(tally_table(pq.read_table(path, filesystem=fs), class_names))
+    return total
 
 
 def read_predictions(output_uri: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -1,0 +1,194 @@
+"""A scoring catalog as a Ray Dataset built on workers: the driver keeps no per-row state.
+
+The driver only looks at what is small whatever the catalog's size: a folder's top level, or a
+manifest's footer (Parquet) or first block (CSV). Workers list each top-level prefix, taking each
+image's fingerprint (size plus ETag or mtime) from the same LIST page, and read manifest files
+with Ray Data's readers. A catalog of ten million images costs the driver a few hundred prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import ray
+
+from pipeline import storage
+from pipeline.catalog import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, is_image_name
+from pipeline.schema import IMAGE_ID, IMAGE_URI, LABEL
+
+FINGERPRINT = "fingerprint"
+CATALOG_COLUMNS = (IMAGE_ID, IMAGE_URI, LABEL)
+
+
+@dataclass(frozen=True)
+class CatalogSource:
+    """What the driver learnt about a catalog without reading its rows."""
+
+    uri: str
+    kind: str  # "folder" or "manifest"
+    prefixes: tuple[str, ...] = ()  # folder: one listing task each
+    labelled_tree: bool = False  # folder: <root>/<label>/<file>, else a flat folder
+    csv_types: dict[str, pa.DataType] = field(default_factory=dict)  # manifest: every column's type
+    passthrough: pa.Schema = field(default_factory=lambda: pa.schema([]))
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.kind == "manifest"
+
+
+def describe_catalog(uri: str) -> CatalogSource:
+    """Checks a catalog from its top level or its header, before any Ray work.
+
+    Raises:
+        ValueError: Missing, empty, malformed or mixed catalog, named with the fix.
+    """
+    uri = storage.normalize(uri)
+    try:
+        found = storage.exists(uri)
+    except Exception as error:  # e.g. no credentials, unknown bucket: the user's to fix
+        raise ValueError(f"catalog {uri!r} cannot be read ({type(error).__name__}: {error})") from error
+    if not found:
+        raise ValueError(
+            f"catalog {uri!r} does not exist; pass --catalog a folder tree, a flat "
+            "folder of images or a CSV/Parquet manifest"
+        )
+    if uri.lower().endswith(MANIFEST_EXTENSIONS):
+        return _describe_manifest(uri)
+    return _describe_folder(uri)
+
+
+def _describe_folder(uri: str) -> CatalogSource:
+    fs, path = storage.filesystem(uri)
+    entries = fs.ls(path, detail=True)
+    folders = sorted(storage.to_uri(fs, e["name"]) for e in entries if e.get("type") == "directory")
+    images = [e["name"] for e in entries if e.get("type") == "file" and _is_catalog_image(e["name"])]
+    if folders and images:
+        loose = os.path.basename(images[0])
+        raise ValueError(
+            f"catalog {uri!r} mixes images at its root (e.g. {loose!r}) with label "
+            "folders; use either <root>/<label>/<file> or a flat folder"
+        )
+    if not folders and not images:
+        raise ValueError(f"catalog {uri!r} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return CatalogSource(uri, "folder", tuple(folders) if folders else (uri,), labelled_tree=bool(folders))
+
+
+def _describe_manifest(uri: str) -> CatalogSource:
+    fs, path = storage.filesystem(uri)
+    csv_types: dict[str, pa.DataType] = {}
+    if uri.lower().endswith(".csv"):
+        with fs.open(path, "rb") as handle:
+            reader = pacsv.open_csv(handle, convert_options=_csv_options({}))
+            schema = reader.schema
+        csv_types = {name: schema.field(name).type for name in schema.names}
+        csv_types.update({name: pa.string() for name in CATALOG_COLUMNS if name in csv_types})
+    else:
+        paths, arrow_fs = storage.arrow_paths([uri])
+        schema = pq.read_schema(paths[0], filesystem=arrow_fs)
+    if IMAGE_URI not in schema.names:
+        raise ValueError(
+            f"manifest {uri!r} has no 'image_uri' column (columns: {schema.names}); "
+            "add one with each image's path or s3:// URI"
+        )
+    passthrough = pa.schema([schema.field(name) for name in schema.names if name not in CATALOG_COLUMNS])
+    return CatalogSource(uri, "manifest", csv_types=csv_types, passthrough=passthrough.remove_metadata())
+
+
+def _csv_options(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+    # Only an empty cell is missing: "NA" or "null" may be a real label or id.
+    return pacsv.ConvertOptions(
+        column_types={IMAGE_URI: pa.string(), IMAGE_ID: pa.string(), LABEL: pa.string(), **types},
+        null_values=[""],
+        strings_can_be_null=True,
+    )
+
+
+def _is_catalog_image(path: str) -> bool:
+    name = os.path.basename(path)
+    return is_image_name(name) and not name.startswith(".")
+
+
+# --------------------------------------------------------------------------- on workers
+
+
+def catalog_dataset(source: CatalogSource) -> ray.data.Dataset:
+    """The catalog's rows {image_id, image_uri, label, [fingerprint], passthrough...}, built on workers."""
+    if source.is_manifest:
+        return _manifest_dataset(source)
+    return ray.data.from_items(
+        [{"prefix": prefix} for prefix in source.prefixes], override_num_blocks=len(source.prefixes)
+    ).map_batches(
+        list_prefix,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"root": source.uri, "labelled_tree": source.labelled_tree},
+    )
+
+
+def list_prefix(batch: pa.Table, root: str, labelled_tree: bool) -> pa.Table:
+    """Ray Data task: one prefix's images as catalog rows, fingerprints from the listing itself."""
+    prefix = str(batch.column("prefix")[0].as_py())
+    fs, path = storage.filesystem(prefix)
+    base = root.rstrip("/") + "/"
+    rows: dict[str, list[Any]] = {IMAGE_ID: [], IMAGE_URI: [], LABEL: [], FINGERPRINT: []}
+    listing = fs.find(path, detail=True) if labelled_tree else {e["name"]: e for e in fs.ls(path, detail=True)}
+    for name, info in sorted(listing.items()):
+        if info.get("type") != "file" or not _is_catalog_image(name):
+            continue
+        file_uri = storage.to_uri(fs, name)
+        relative = file_uri[len(base) :] if file_uri.startswith(base) else os.path.basename(file_uri)
+        rows[IMAGE_ID].append(relative)
+        rows[IMAGE_URI].append(file_uri)
+        rows[LABEL].append(relative.split("/", 1)[0] if labelled_tree else None)
+        rows[FINGERPRINT].append(storage.fingerprint(info))
+    fs.invalidate_cache(path)  # s3fs keeps every listing otherwise, for the worker's whole life
+    return pa.table(rows, schema=pa.schema([(column, pa.string()) for column in rows]))
+
+
+def _manifest_dataset(source: CatalogSource) -> ray.data.Dataset:
+    paths, arrow_fs = storage.arrow_paths([source.uri])
+    if source.csv_types:
+        dataset = ray.data.read_csv(paths, filesystem=arrow_fs, convert_options=_csv_options(source.csv_types))
+    else:
+        dataset = ray.data.read_parquet(paths, filesystem=arrow_fs)
+    base = source.uri.rsplit("/", 1)[0]
+    return dataset.map_batches(normalize_manifest, batch_format="pyarrow", fn_kwargs={"base": base})
+
+
+def normalize_manifest(batch: pa.Table, base: str) -> pa.Table:
+    """Ray Data task: manifest rows with full URIs, string ids (the URI when absent) and labels.
+
+    An empty `image_uri` stays a row (its decode records why), so no row is ever dropped.
+    """
+    uris = [_resolve(value, base) for value in batch.column(IMAGE_URI).to_pylist()]
+    image_uri = pa.array(uris, pa.string())
+    ids = batch.column(IMAGE_ID) if IMAGE_ID in batch.column_names else image_uri
+    labels = batch.column(LABEL) if LABEL in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    columns = {
+        IMAGE_ID: pc.cast(ids, pa.string()),
+        IMAGE_URI: image_uri,
+        LABEL: pc.cast(labels, pa.string()),
+    }
+    for name in batch.column_names:
+        if name not in CATALOG_COLUMNS:
+            columns[name] = batch.column(name)
+    return pa.table(columns)
+
+
+def _resolve(image_uri: Any, base: str) -> str:
+    """Manifest URIs may be relative to the manifest's own folder. A malformed one (NUL byte) or an
+    empty one is kept as it is: that row becomes an error row when read."""
+    if image_uri is None or image_uri == "" or "\x00" in str(image_uri):
+        return "" if image_uri is None else str(image_uri)
+    image_uri = str(image_uri)
+    if storage.is_remote(image_uri) or image_uri.startswith("file://") or os.path.isabs(image_uri):
+        return storage.normalize(image_uri)
+    if storage.is_remote(base):
+        return f"{base}/{image_uri}"
+    return os.path.normpath(os.path.join(base, image_uri))

@@ -1,0 +1,133 @@
+"""A run's evaluation is the sum of its files' footer tallies: equal to scikit-learn on all rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
+
+from pipeline.schema import prediction_schema
+from pipeline.score.predictions import PredictionWriter, read_tally
+from pipeline.score.rows import RowContext, prediction_table
+from pipeline.score.tally import FOOTER_KEY, MISTAKES_KEPT, Tally, tally_table
+
+CLASSES = ("boots", "dress", "shirt", "socks")
+
+
+def scored_rows(seed: int, count: int = 997):
+    """Prediction tables of a random labelled catalog: some errors, some unknown labels, some
+    rows without a label, probabilities peaked enough that calibration bins fill unevenly."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(count, len(CLASSES))) * rng.uniform(0.5, 4.0, size=(count, 1))
+    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    truth = rng.integers(0, len(CLASSES), count)
+    labels = np.array([CLASSES[i] for i in truth], dtype=object)
+    labels[rng.random(count) < 0.05] = "hat"  # a class the model does not know
+    labels[rng.random(count) < 0.05] = None
+    errors = np.where(rng.random(count) < 0.03, "decode_failed: truncated", "").astype(object)
+    batch = {
+        "image_id": np.array([f"id-{seed}-{i}" for i in range(count)], dtype=object),
+        "image_uri": np.array([f"/c/{seed}/{i}.jpg" for i in range(count)], dtype=object),
+        "label": labels,
+        "error": errors,
+    }
+    context = RowContext(CLASSES, 3, 0.55, "custom_cnn", "v1", "run")
+    return prediction_table(batch, probabilities, errors == "", context, datetime.now(UTC))
+
+
+def assert_same_metrics(actual, expected):
+    """Equal up to the order floating-point sums were taken in."""
+    assert actual["confusion_matrix"] == expected["confusion_matrix"]
+    for key in ("accuracy", "loss", "expected_calibration_error"):
+        assert actual[key] == pytest.approx(expected[key], abs=1e-12)
+    for average in ("macro", "weighted"):
+        assert actual[average] == pytest.approx(expected[average], abs=1e-12)
+    assert actual["per_class"] == expected["per_class"]
+
+
+def reference(table):
+    """Figures computed the slow way, from every row at once."""
+    frame = table.to_pandas()
+    rows = frame[frame["error"].isna() & frame["label"].isin(CLASSES)]
+    truth = np.array([CLASSES.index(label) for label in rows["label"]])
+    probabilities = np.stack(rows["probabilities"].to_numpy())
+    return rows, truth, probabilities
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_summed_file_tallies_equal_scikit_learn_on_all_rows(seed):
+    import pyarrow as pa
+
+    table = scored_rows(seed)
+    bounds = [0, 1, 150, 151, 600, table.num_rows]  # uneven files, one of a single row
+    total = Tally(len(CLASSES))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        total.add(Tally.from_json(tally_table(table.slice(start, stop - start), list(CLASSES)).to_json()))
+    metrics = total.metrics(list(CLASSES))
+    rows, truth, probabilities = reference(table)
+    predicted = probabilities.argmax(axis=1)
+    labels = list(range(len(CLASSES)))
+    assert metrics["confusion_matrix"] == confusion_matrix(truth, predicted, labels=labels).tolist()
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-12)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    for i, row in enumerate(metrics["per_class"]):
+        assert row["precision"] == pytest.approx(precision[i], abs=1e-12)
+        assert row["recall"] == pytest.approx(recall[i], abs=1e-12)
+        assert row["f1"] == pytest.approx(f1[i], abs=1e-12)
+        assert row["support"] == support[i]
+    for average in ("macro", "weighted"):
+        expected = precision_recall_fscore_support(truth, predicted, labels=labels, average=average, zero_division=0)
+        assert [metrics[average][k] for k in ("precision", "recall", "f1")] == pytest.approx(expected[:3], abs=1e-12)
+    clipped = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    assert metrics["loss"] == pytest.approx(log_loss(truth, clipped, labels=labels), abs=1e-9)
+    confidence, correct = probabilities.max(axis=1).astype(np.float64), predicted == truth
+    ece = 0.0
+    for low, high in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    assert metrics["expected_calibration_error"] == pytest.approx(ece, abs=1e-9)
+    frame = table.to_pandas()
+    assert total.rows == table.num_rows and total.error_rows == int(frame["error"].notna().sum())
+    assert total.evaluated_rows == len(rows)
+    unknown = frame[frame["error"].isna() & (frame["label"] == "hat")]
+    assert total.unknown_labels == {"hat": len(unknown)}
+    low = rows["low_confidence"].to_numpy(dtype=bool)
+    assert total.review_rows == int(low.sum())
+    assert total.kept_correct == int((correct & ~low).sum())
+    mistakes = rows[~correct].sort_values("confidence", ascending=False, kind="stable").head(MISTAKES_KEPT)
+    assert [m["image_uri"] for m in total.mistakes] == mistakes["image_uri"].tolist()
+    assert total.model_versions == {"v1"}
+    assert pa  # the tables above are Arrow throughout
+
+
+def test_the_writer_commits_each_files_tally_in_its_footer_and_the_reader_sums_footers_only(tmp_path):
+    table = scored_rows(7, count=300)
+    schema = prediction_schema(list(CLASSES))
+    writer = PredictionWriter(str(tmp_path / "predictions"), schema, rows_per_file=120, run_id="r")
+    for start in range(0, table.num_rows, 50):
+        writer.add(table.slice(start, 50))
+    writer.flush()
+    files = sorted((tmp_path / "predictions").glob("*.parquet"))
+    assert len(files) == 2  # 150 rows each: a file is cut at the first add that reaches 120
+    for path in files:
+        footer = pq.read_metadata(path).metadata
+        assert Tally.from_json(footer[FOOTER_KEY]).rows == pq.read_metadata(path).num_rows
+    summed = read_tally(str(tmp_path), list(CLASSES))
+    whole = tally_table(table, list(CLASSES))
+    assert_same_metrics(summed.metrics(list(CLASSES)), whole.metrics(list(CLASSES)))
+    assert (summed.rows, summed.error_rows, summed.review_rows) == (whole.rows, whole.error_rows, whole.review_rows)
+
+
+def test_a_file_without_a_tally_is_tallied_from_its_rows(tmp_path):
+    table = scored_rows(3, count=80)
+    (tmp_path / "predictions").mkdir()
+    pq.write_table(table.replace_schema_metadata(prediction_schema(list(CLASSES)).metadata),
+                   tmp_path / "predictions" / "part-old-00000.parquet")  # fmt: skip
+    summed = read_tally(str(tmp_path), list(CLASSES))
+    assert summed.rows == 80
+    assert_same_metrics(summed.metrics(list(CLASSES)), tally_table(table, list(CLASSES)).metrics(list(CLASSES)))
