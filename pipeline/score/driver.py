@@ -57,7 +57,7 @@ class ScoringPlan:
     schema: pa.Schema
     engine: str
     threshold: float
-    rows: pa.Table | None = None  # a chosen subset of the catalog (incremental runs); None: all of it
+    rows: ray.data.Dataset | None = None  # a chosen subset of the catalog (incremental runs); None: all
 
 
 def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config: JobConfig) -> ScoringPlan:
@@ -165,7 +165,7 @@ def _read_catalog(plan: ScoringPlan) -> tuple[ray.data.Dataset, int]:
     """The catalog's rows, listed or read once on workers and kept in the object store; the
     driver holds block references and the count."""
     if plan.rows is not None:
-        return ray.data.from_arrow(plan.rows), plan.rows.num_rows
+        return plan.rows, plan.rows.count()
     catalog = catalog_dataset(plan.source).materialize()
     rows = catalog.count()
     if rows == 0:
@@ -208,7 +208,9 @@ def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset) -> ray.data.Da
     paths, filesystem = storage.arrow_paths(prediction_files(plan.output_uri))
     done = ray.data.read_parquet(paths, filesystem=filesystem, columns=[IMAGE_ID])
     partitions = max(1, min(16, catalog.num_blocks()))
-    return catalog.join(done, join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,)).materialize()
+    pending: ray.data.Dataset = catalog.join(done, join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,))
+    materialized: ray.data.Dataset = pending.materialize()
+    return materialized
 
 
 def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str) -> int:
@@ -270,7 +272,7 @@ def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray
     dataset: ray.data.Dataset = (
         rows.repartition(blocks)
         .map_batches(
-            images.decode_batch,
+            images.decode_batch,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
             batch_format="numpy",
             num_cpus=resources.cpus_per_actor if fused else 1,
             fn_kwargs={

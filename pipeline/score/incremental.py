@@ -1,22 +1,29 @@
 """Incremental scoring for schedules: score only what is new or changed, publish a current view.
 
-Layout under the root: `runs/<run_id>/` is an ordinary scoring output holding only the rows that
-run scored; `current/state.parquet` lists, for every live catalog image, its fingerprint and the
-run whose row is current; `current/current.json` is written last and says the view is complete.
-Unchanged rows are never rewritten: the view is those runs' files joined with the state:
+Layout under the root:
+- `runs/<run_id>/` is an ordinary scoring output holding only the rows that run scored;
+- `state/<run_id>/*.parquet` lists, for every live catalog image, its fingerprint and the run
+  whose row is current; workers write it;
+- `current/current.json`, the pointer, is written last: it names the state to read, so a view
+  switches atomically and a crash part-way leaves the previous view published;
+- `current/pending.json` names a run in progress, so a rerun after a crash resumes that run
+  instead of starting another.
+
+Unchanged rows are never rewritten: the view is those runs' files joined with the state
+(`STATE` is the pointer's `state` entry):
 
     SELECT p.* FROM read_parquet('ROOT/runs/*/predictions/*.parquet') p
-    JOIN read_parquet('ROOT/current/state.parquet') s USING (image_id, run_id)
+    JOIN read_parquet('ROOT/STATE/*.parquet') s USING (image_id, run_id)
 
-"Changed" means a different size or change marker (S3 ETag, local mtime): cheap to list for
-millions of objects, and an ETag changes whenever content does. Deleted images leave the state,
-so they disappear from the view. A different model version rescores everything.
+"Changed" means a different size or change marker (S3 ETag, local mtime): taken from the same
+LIST pages that list the catalog, and an ETag changes whenever content does. The diff against
+the previous state is a join on workers; the driver holds neither. Deleted images leave the
+state, so they disappear from the view. A different model version rescores everything.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import uuid
 from dataclasses import dataclass
@@ -25,133 +32,180 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 
 from pipeline import storage
-from pipeline.catalog import MANIFEST_EXTENSIONS, read_catalog_frame
 from pipeline.config import JobConfig
-from pipeline.schema import IMAGE_ID, IMAGE_URI
+from pipeline.schema import IMAGE_ID
 from pipeline.score.driver import ScoringPlan, prepare_scoring, score
 from pipeline.score.predictions import read_predictions
-from pipeline.score.source import FINGERPRINT
+from pipeline.score.source import FINGERPRINT, catalog_dataset, with_fingerprints
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "current/state.parquet"
 VIEW_FILE = "current/current.json"
-
-
-def read_state(root_uri: str) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """The current view's state and manifest (empty when no run has completed)."""
-    view_uri = storage.join(root_uri, VIEW_FILE)
-    if not storage.exists(view_uri):
-        return pd.DataFrame(columns=[IMAGE_ID, FINGERPRINT, "run_id"]), None
-    fs, path = storage.filesystem(storage.join(root_uri, STATE_FILE))
-    return pq.read_table(path, filesystem=fs).to_pandas(), storage.read_json(view_uri)
-
-
-def read_current_view(root_uri: str) -> pd.DataFrame:
-    """All current predictions: each live image's row from the run that last scored it."""
-    state, view = read_state(root_uri)
-    if view is None:
-        raise ValueError(f"{root_uri!r} has no completed incremental run")
-    frames = [read_predictions(storage.join(root_uri, "runs", run_id)) for run_id in view["runs"]]
-    rows = pd.concat(frames, ignore_index=True)
-    return rows.merge(state[[IMAGE_ID, "run_id"]], on=[IMAGE_ID, "run_id"], how="inner")
+PENDING_FILE = "current/pending.json"
+STATE_DIR = "state"
+LEGACY_STATE_FILE = "current/state.parquet"  # where views published before `state/` kept it
+PREVIOUS = "previous_fingerprint"
+RUN_ID = "run_id"
 
 
 @dataclass(frozen=True)
 class IncrementalPlan:
     root_uri: str
     run_id: str
-    plan: ScoringPlan  # its frame holds only the new and changed rows
-    kept: pd.DataFrame  # state rows of unchanged images
-    todo: pd.DataFrame  # new and changed rows, with fingerprints
-    deleted: int
+    plan: ScoringPlan  # scoring into runs/<run_id>; the new and changed rows are found on workers
     previous_view: dict[str, Any] | None
 
 
+def read_view(root_uri: str) -> dict[str, Any] | None:
+    """The published view's pointer; None when no run has completed."""
+    uri = storage.join(root_uri, VIEW_FILE)
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def state_uri(root_uri: str, view: dict[str, Any]) -> str:
+    return storage.join(root_uri, view.get("state", LEGACY_STATE_FILE))
+
+
+def read_current_view(root_uri: str) -> pd.DataFrame:
+    """All current predictions as one frame (a convenience for small catalogs and tests; large
+    ones read the files with the query in the module docstring)."""
+    view = read_view(root_uri)
+    if view is None:
+        raise ValueError(f"{root_uri!r} has no completed incremental run")
+    path, filesystem = _arrow_paths(state_uri(root_uri, view))
+    state = pq.read_table(path, filesystem=filesystem).to_pandas()
+    frames = [read_predictions(storage.join(root_uri, "runs", run_id)) for run_id in view["runs"]]
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.merge(state[[IMAGE_ID, RUN_ID]], on=[IMAGE_ID, RUN_ID], how="inner")
+
+
 def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, config: JobConfig) -> IncrementalPlan:
-    """Works out what to score, before any Ray work.
+    """Checks model, catalog and root before any Ray work; resumes a run a crash left unfinished.
 
     Raises:
         ValueError: As `prepare_scoring`.
     """
     root_uri = storage.normalize(root_uri)
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    run_uri = storage.join(root_uri, "runs", run_id)
-    plan = prepare_scoring(catalog_uri, artifact_uri, run_uri, config)
-    frame = read_catalog_frame(plan.catalog_uri)  # on the driver: not yet scaled (see README "Scale")
-    is_folder = not catalog_uri.lower().endswith(MANIFEST_EXTENSIONS)
-    marks = storage.fingerprints(list(frame[IMAGE_URI]), root=plan.catalog_uri if is_folder else None)
-    frame = frame.assign(**{FINGERPRINT: [marks[uri] for uri in frame[IMAGE_URI]]})
-    state, view = read_state(root_uri)
-    if view is not None and view["model_version"] != plan.card.version:
-        logger.info("model version changed (%s → %s): rescoring everything", view["model_version"], plan.card.version)
-        state = state.iloc[0:0]
-    known = dict(zip(state[IMAGE_ID], state[FINGERPRINT]))
-    todo = frame[
-        [
-            known.get(image_id, "∅") != mark or mark is None
-            for image_id, mark in zip(frame[IMAGE_ID], frame[FINGERPRINT])
-        ]
-    ]
-    deleted = sorted(set(state[IMAGE_ID]) - set(frame[IMAGE_ID]))
-    logger.info(
-        "incremental: %d catalog rows, %d new or changed, %d unchanged, %d deleted",
-        len(frame),
-        len(todo),
-        len(frame) - len(todo),
-        len(deleted),
-    )
-    kept = state[state[IMAGE_ID].isin(set(frame[IMAGE_ID]) - set(todo[IMAGE_ID]))]
-    rows = pa.Table.from_pandas(todo.drop(columns=[FINGERPRINT]), preserve_index=False)
-    subset = dataclasses.replace(plan, rows=rows)
-    return IncrementalPlan(root_uri, run_id, subset, kept, todo, len(deleted), view)
+    view = read_view(root_uri)
+    run_id = _unfinished_run(root_uri, view) or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    plan = prepare_scoring(catalog_uri, artifact_uri, storage.join(root_uri, "runs", run_id), config)
+    return IncrementalPlan(root_uri, run_id, plan, view)
+
+
+def _unfinished_run(root_uri: str, view: dict[str, Any] | None) -> str | None:
+    pending_uri = storage.join(root_uri, PENDING_FILE)
+    if not storage.exists(pending_uri):
+        return None
+    run_id = str(storage.read_json(pending_uri)["run_id"])
+    if view is not None and run_id in view.get("runs", []):
+        return None  # published after all: the crash came after the pointer
+    logger.info("resuming incremental run %s, which a crash left unfinished", run_id)
+    return run_id
 
 
 def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
-    """Scores new and changed images into a new run and publishes the view (its manifest last).
+    """Scores new and changed images into the run and publishes the view (its pointer last).
 
     Returns:
-        The new view manifest (also `current/current.json`), with what was scored and kept.
+        The new view pointer (also `current/current.json`), with what was scored and kept.
 
     Raises:
         RuntimeError: The run did not complete; the previous view stays published.
     """
-    root_uri, run_id, plan, kept, todo = (
-        incremental.root_uri,
-        incremental.run_id,
-        incremental.plan,
-        incremental.kept,
-        incremental.todo,
-    )
-    view = incremental.previous_view
-    manifest = None
-    if len(todo):
-        manifest = score(plan, run_id=run_id)
+    root_uri, run_id, plan = incremental.root_uri, incremental.run_id, incremental.plan
+    storage.write_json(storage.join(root_uri, PENDING_FILE), {"run_id": run_id, "model_version": plan.card.version})
+    catalog = with_fingerprints(catalog_dataset(plan.source), plan.source).materialize()
+    todo, kept, deleted = _diff(catalog, _previous_state(root_uri, incremental.previous_view, plan))
+    scored_now, errors = todo.count(), 0
+    if scored_now:
+        manifest = score(dataclasses.replace(plan, rows=todo.drop_columns([FINGERPRINT])), run_id=run_id)
         if manifest.status != "completed":
             raise RuntimeError(
                 f"run {run_id} did not complete ({list(manifest.problems)}); the current view is unchanged"
             )
-    scored = pd.DataFrame({IMAGE_ID: todo[IMAGE_ID], FINGERPRINT: todo[FINGERPRINT], "run_id": run_id})
-    new_state = pd.concat([kept, scored], ignore_index=True) if len(todo) else kept.reset_index(drop=True)
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(new_state.astype({FINGERPRINT: "string"}), preserve_index=False), buffer)
-    storage.write_bytes(storage.join(root_uri, STATE_FILE), buffer.getvalue())
-    runs = sorted(set(new_state["run_id"]))
+        errors = manifest.counts.errors if manifest.counts else 0
+    state = kept.union(
+        todo.select_columns([IMAGE_ID, FINGERPRINT]).map_batches(
+            _stamp,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
+            batch_format="pyarrow",
+            fn_kwargs={"run_id": run_id},
+        )
+    )
+    state_dir = f"{STATE_DIR}/{run_id}"
+    paths, filesystem = _arrow_paths(storage.join(root_uri, state_dir))
+    state.write_parquet(paths, filesystem=filesystem)
+    previous = incremental.previous_view or {}
     view = {
         "model_version": plan.card.version,
         "model_name": plan.card.name,
         "catalog": plan.catalog_uri,
-        "latest_run": run_id if len(todo) else (view or {}).get("latest_run"),
-        "runs": runs,
-        "rows": int(len(new_state)),
-        "scored_this_run": int(len(todo)),
-        "unchanged": int(len(kept)),
-        "deleted": incremental.deleted,
-        "errors_this_run": manifest.counts.errors if manifest and manifest.counts else 0,
+        "state": state_dir,
+        "latest_run": run_id if scored_now else previous.get("latest_run"),
+        "runs": sorted(str(r) for r in state.unique(RUN_ID)),
+        "rows": catalog.count(),
+        "scored_this_run": scored_now,
+        "unchanged": kept.count(),
+        "deleted": deleted,
+        "errors_this_run": errors,
         "published_at": datetime.now(UTC).isoformat(),
     }
-    storage.write_json(storage.join(root_uri, VIEW_FILE), view)
+    storage.write_json(storage.join(root_uri, VIEW_FILE), view)  # the switch
+    storage.remove(storage.join(root_uri, PENDING_FILE))
     return view
+
+
+def _previous_state(root_uri: str, view: dict[str, Any] | None, plan: ScoringPlan) -> ray.data.Dataset | None:
+    if view is None:
+        return None
+    if view["model_version"] != plan.card.version:
+        logger.info("model version changed (%s → %s): rescoring everything", view["model_version"], plan.card.version)
+        return None
+    paths, filesystem = _arrow_paths(state_uri(root_uri, view))
+    state: ray.data.Dataset = ray.data.read_parquet(paths, filesystem=filesystem).rename_columns(
+        {FINGERPRINT: PREVIOUS}
+    )
+    return state
+
+
+def _diff(
+    catalog: ray.data.Dataset, previous: ray.data.Dataset | None
+) -> tuple[ray.data.Dataset, ray.data.Dataset, int]:
+    """(new or changed catalog rows, the state rows of unchanged images, deleted images), by joins
+    on image_id that run on workers."""
+    empty_state = pa.schema([(IMAGE_ID, pa.string()), (FINGERPRINT, pa.string()), (RUN_ID, pa.string())])
+    if previous is None:
+        return catalog, ray.data.from_arrow(empty_state.empty_table()), 0
+    partitions = max(1, min(16, catalog.num_blocks()))
+    joined = catalog.join(previous, join_type="left_outer", num_partitions=partitions, on=(IMAGE_ID,)).materialize()
+    todo = joined.map_batches(_changed, batch_format="pyarrow", fn_kwargs={"want": True}).drop_columns(
+        [PREVIOUS, RUN_ID]
+    )
+    kept = joined.map_batches(_changed, batch_format="pyarrow", fn_kwargs={"want": False}).select_columns(
+        [IMAGE_ID, FINGERPRINT, RUN_ID]
+    )
+    deleted = previous.join(
+        catalog.select_columns([IMAGE_ID]), join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,)
+    ).count()
+    logger.info("incremental: %d new or changed, %d deleted", todo.count(), deleted)
+    return todo.materialize(), kept.materialize(), deleted
+
+
+def _changed(batch: pa.Table, want: bool) -> pa.Table:
+    """Rows whose image is new, changed, or unlisted (no fingerprint: rescored, so its error shows)."""
+    current, previous = batch.column(FINGERPRINT), batch.column(PREVIOUS)
+    same = pc.fill_null(pc.equal(current, previous), False)
+    return batch.filter(pc.invert(same) if want else same)
+
+
+def _stamp(batch: pa.Table, run_id: str) -> pa.Table:
+    return batch.append_column(RUN_ID, pa.array([run_id] * batch.num_rows, pa.string()))
+
+
+def _arrow_paths(uri: str) -> tuple[str, Any]:
+    paths, filesystem = storage.arrow_paths([uri])
+    return paths[0], filesystem

@@ -9,6 +9,7 @@ with Ray Data's readers. A catalog of ten million images costs the driver a few 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import ray
 
 from pipeline import storage
 from pipeline.catalog import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, is_image_name
+from pipeline.images import FETCH_THREADS
 from pipeline.schema import IMAGE_ID, IMAGE_URI, LABEL
 
 FINGERPRINT = "fingerprint"
@@ -124,7 +126,7 @@ def catalog_dataset(source: CatalogSource) -> ray.data.Dataset:
     return ray.data.from_items(
         [{"prefix": prefix} for prefix in source.prefixes], override_num_blocks=len(source.prefixes)
     ).map_batches(
-        list_prefix,
+        list_prefix,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={"root": source.uri, "labelled_tree": source.labelled_tree},
@@ -151,6 +153,66 @@ def list_prefix(batch: pa.Table, root: str, labelled_tree: bool) -> pa.Table:
     return pa.table(rows, schema=pa.schema([(column, pa.string()) for column in rows]))
 
 
+def with_fingerprints(dataset: ray.data.Dataset, source: CatalogSource) -> ray.data.Dataset:
+    """Adds each manifest row's fingerprint on workers (a folder's listing already has them): each
+    distinct parent prefix is listed once, joined to the rows on image_uri, and only rows that no
+    listing found get a HEAD, concurrently."""
+    if not source.is_manifest:
+        return dataset
+    parents = sorted(str(p) for p in dataset.map_batches(_parents, batch_format="pyarrow").unique("parent"))
+    if not parents:
+        return dataset.map_batches(_head_missing, batch_format="pyarrow")
+    prefixes = ray.data.from_items([{"prefix": p} for p in parents], override_num_blocks=min(len(parents), 1000))
+    listed = prefixes.map_batches(_list_parents, batch_format="pyarrow")
+    partitions = max(1, min(16, dataset.num_blocks()))
+    joined = dataset.join(listed, join_type="left_outer", num_partitions=partitions, on=(IMAGE_URI,))
+    return joined.map_batches(_head_missing, batch_format="pyarrow")
+
+
+def _parents(batch: pa.Table) -> pa.Table:
+    uris = [str(uri) for uri in batch.column(IMAGE_URI).to_pylist()]
+    return pa.table({"parent": sorted({uri.rsplit("/", 1)[0] for uri in uris if "/" in uri})})
+
+
+def _list_parents(batch: pa.Table) -> pa.Table:
+    """Ray Data task: (image_uri, fingerprint) of every object directly under some prefixes."""
+    found: dict[str, str] = {}
+    for parent in batch.column("prefix").to_pylist():
+        try:
+            fs, path = storage.filesystem(str(parent))
+            entries = fs.ls(path, detail=True)
+            fs.invalidate_cache(path)
+        except (OSError, ValueError):  # not a listable folder: its rows fall back to a HEAD each
+            continue
+        found.update((storage.to_uri(fs, e["name"]), storage.fingerprint(e)) for e in entries if e["type"] == "file")
+    return pa.table({IMAGE_URI: list(found), FINGERPRINT: list(found.values())}, schema=_LISTED)
+
+
+_LISTED = pa.schema([(IMAGE_URI, pa.string()), (FINGERPRINT, pa.string())])
+
+
+def _head_missing(batch: pa.Table) -> pa.Table:
+    """Ray Data task: fingerprints by HEAD, concurrently, for the rows no listing found."""
+    uris = [str(uri) for uri in batch.column(IMAGE_URI).to_pylist()]
+    marks = batch.column(FINGERPRINT).to_pylist() if FINGERPRINT in batch.column_names else [None] * len(uris)
+    missing = [i for i, mark in enumerate(marks) if mark is None and uris[i]]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(missing))) as pool:
+            for i, mark in zip(missing, pool.map(_head, [uris[i] for i in missing])):
+                marks[i] = mark
+    if FINGERPRINT in batch.column_names:
+        batch = batch.drop_columns([FINGERPRINT])
+    return batch.append_column(FINGERPRINT, pa.array(marks, pa.string()))
+
+
+def _head(uri: str) -> str | None:
+    try:
+        fs, path = storage.filesystem(uri)
+        return storage.fingerprint(fs.info(path))
+    except (OSError, ValueError):
+        return None
+
+
 def _manifest_dataset(source: CatalogSource) -> ray.data.Dataset:
     paths, arrow_fs = storage.arrow_paths([source.uri])
     if source.csv_types:
@@ -158,7 +220,11 @@ def _manifest_dataset(source: CatalogSource) -> ray.data.Dataset:
     else:
         dataset = ray.data.read_parquet(paths, filesystem=arrow_fs)
     base = source.uri.rsplit("/", 1)[0]
-    return dataset.map_batches(normalize_manifest, batch_format="pyarrow", fn_kwargs={"base": base})
+    return dataset.map_batches(
+        normalize_manifest,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
+        batch_format="pyarrow",
+        fn_kwargs={"base": base},
+    )
 
 
 def normalize_manifest(batch: pa.Table, base: str) -> pa.Table:

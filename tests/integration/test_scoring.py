@@ -281,13 +281,41 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
     assert len(view) == 18 and view["image_id"].is_unique
     assert "red/0000.png" not in set(view["image_id"])
     assert view.set_index("image_id").loc["red/0001.png", "predicted_label"] == "blue"
+    state = json.load(open(f"{root}/current/current.json"))["state"]  # the pointer names the state
     joined = duckdb.sql(
         f"select count(*) from read_parquet('{root}/runs/*/predictions/*.parquet') p "
-        f"join read_parquet('{root}/current/state.parquet') s using (image_id, run_id)"
+        f"join read_parquet('{root}/{state}/*.parquet') s using (image_id, run_id)"
     ).fetchall()[0][0]
     assert joined == 18
     third = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
-    assert third["scored_this_run"] == 0 and third["rows"] == 18
+    assert third["scored_this_run"] == 0 and third["rows"] == 18 and third["latest_run"] == second["latest_run"]
+    assert not os.path.exists(f"{root}/current/pending.json")
+
+
+def test_an_incremental_run_killed_before_publishing_is_resumed_not_restarted(
+    ray_local, color_catalog, color_artifact, tmp_path
+):
+    """A crash after some prediction files but before the pointer: the rerun reuses the run, scores
+    only the rest, and the previous view stays published meanwhile."""
+    from pipeline.score.incremental import prepare_incremental, read_view, score_incremental
+
+    root = str(tmp_path / "scheduled")
+    config = load_config(None, CONFIG + ["predict.rows_per_file=4"])
+    first = prepare_incremental(color_catalog, color_artifact, root, config)
+    score_incremental(first)
+    run_dir = f"{root}/runs/{first.run_id}"
+    for path in sorted(glob.glob(f"{run_dir}/predictions/*.parquet"))[2:]:
+        os.remove(path)  # as if killed after two files
+    os.remove(f"{run_dir}/run.json")
+    os.remove(f"{root}/current/current.json")
+    json.dump({"run_id": first.run_id}, open(f"{root}/current/pending.json", "w"))
+    assert read_view(root) is None
+    again = prepare_incremental(color_catalog, color_artifact, root, config)
+    assert again.run_id == first.run_id
+    view = score_incremental(again)
+    assert view["rows"] == 18 and view["runs"] == [first.run_id]
+    frame = predictions(run_dir)
+    assert len(frame) == 18 and frame["image_id"].is_unique
 
 
 def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_catalog, color_artifact, tmp_path):
