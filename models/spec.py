@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import keras
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -24,6 +26,9 @@ class InputSpec:
             raise ValueError(f"image_size={self.image_size} is too small; use 32 or more")
         if self.channels != 3:
             raise ValueError(f"channels={self.channels} is not supported; models take RGB (3)")
+        low, high = self.pixel_range
+        if not low < high:
+            raise ValueError(f"pixel_range={self.pixel_range} is empty; give (low, high) with low < high")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -38,3 +43,13 @@ class InputSpec:
             "color_mode": "RGB",
             "resize_method": self.resize_method,
         }
+
+
+def rescaling(spec: InputSpec) -> keras.layers.Rescaling:
+    """The first layer of every model: maps raw [0, 255] pixels onto `spec.pixel_range`.
+
+    Deriving the layer from the spec keeps the model card's `pixel_range` and what the model does
+    from ever disagreeing.
+    """
+    low, high = spec.pixel_range
+    return keras.layers.Rescaling((high - low) / 255.0, offset=low, name="rescale")
