@@ -166,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    # Imported here: Ray and TensorFlow load with it, and --render-only needs neither.
-    from benchmarks.accuracy.run import run_benchmark
-
     command = "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
-        results = run_benchmark(settings_from_args(args, command))
+        settings = settings_from_args(args, command)
+        # Imported here: Ray and TensorFlow load with it, and neither bad flags nor --render-only need them.
+        from benchmarks.accuracy.run import run_benchmark
+
+        results = run_benchmark(settings)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
