@@ -29,5 +29,5 @@ to ``--work-dir`` (default ``<output>/work``, deleted at the end unless ``--keep
 Modules: ``settings`` (variants, schedule, run settings), ``data`` (split and held-out images),
 ``metrics``, ``study`` (the study's training input), ``runners`` (one row: product or baseline),
 ``run`` (all rows, failures isolated), ``judging``, ``report`` (rendering), ``resume`` (--append,
---reuse-work), ``__main__`` (flags).
+--reuse-work), ``flags`` (command line → settings), ``__main__``.
 """
