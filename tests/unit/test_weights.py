@@ -8,23 +8,6 @@ import pytest
 
 from pipeline.artifacts import resolve_weights
 
-# The discard port on loopback: nothing listens, so a download through this proxy is refused at once.
-UNREACHABLE_PROXY = "http://127.0.0.1:9"
-
-
-@pytest.fixture
-def offline_keras(tmp_path, monkeypatch):
-    """Keras with an empty weights cache and every HTTPS download sent to a proxy that refuses it:
-    the ImageNet download really runs, and really fails, whatever this machine has cached."""
-    import keras.src.backend.config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras_home"))  # read at import otherwise
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.setenv(name, UNREACHABLE_PROXY)
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path / "keras_home"
-
 
 def test_a_failed_imagenet_download_uses_the_configured_fallback_and_says_so(offline_keras, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.artifacts"):
