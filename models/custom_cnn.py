@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from models.layers import rescaling
 from models.spec import InputSpec
 
 
@@ -16,14 +17,15 @@ def build_custom_cnn(num_classes: int, spec: InputSpec, dropout: float = 0.5) ->
 
     Args:
         num_classes: Output classes.
-        spec: Input size; pixels arrive in [0, 255] and are rescaled to [0, 1] by the first layer.
+        spec: Input size and pixel range; pixels arrive in [0, 255] and the first layer maps them
+            onto `spec.pixel_range` ([0, 1] as declared by `input_spec`).
         dropout: Dropout rate before the classifier.
 
     Returns:
         An uncompiled model that outputs class probabilities.
     """
     inputs = keras.Input(shape=spec.shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = rescaling(spec)(inputs)
     for filters in (32, 64, 128):
         x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"conv{filters}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{filters}")(x)

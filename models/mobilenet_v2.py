@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from models.layers import rescaling
 from models.spec import InputSpec
 
 BASE_NAME = "mobilenetv2_base"
@@ -23,12 +24,13 @@ def build_mobilenet_v2(
 
     The base is called with `training=False` so its BatchNorm statistics stay frozen even after
     fine-tuning unfreezes layers (keras-io transfer-learning guide). Pixels arrive in [0, 255] and
-    are mapped to [-1, 1] inside the model, which is what MobileNetV2 was trained on; the study fed
-    it [0, 1], one of the defects this product must not copy.
+    are mapped onto `spec.pixel_range` inside the model: `input_spec` declares [-1, 1], which is
+    what MobileNetV2 was trained on; the study fed it [0, 1], one of the defects this product must
+    not copy (a benchmark reproduces it by passing another range).
 
     Args:
         num_classes: Output classes.
-        spec: Input size.
+        spec: Input size and pixel range.
         weights: None (random init), "imagenet" (Keras download) or a local path to a Keras
             weights file for the no-top base.
         dropout: Dropout rate before the classifier.
@@ -37,7 +39,7 @@ def build_mobilenet_v2(
         An uncompiled model; its base is frozen when pretrained weights are given.
     """
     inputs = keras.Input(shape=spec.shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = rescaling(spec)(inputs)
     base = keras.applications.MobileNetV2(
         input_shape=spec.shape, alpha=1.0, include_top=False, weights=weights, name=BASE_NAME
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,19 +52,31 @@ def get_entry(name: str) -> ModelEntry:
     return MODEL_BUILDERS[name]
 
 
-def build_model(name: str, num_classes: int, image_size: int, **options: Any) -> keras.Model:
+def build_model(
+    name: str,
+    num_classes: int,
+    image_size: int,
+    *,
+    pixel_range: tuple[float, float] | None = None,
+    **options: Any,
+) -> keras.Model:
     """Builds a registered model with its declared input spec.
 
     Args:
         name: Registry key, e.g. "custom_cnn".
         num_classes: Output classes (at least 2).
         image_size: Square input side in pixels.
+        pixel_range: What the first layer maps [0, 255] onto, instead of the range the builder
+            declares; for comparisons against models fed the wrong range, never for the product.
         **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
 
     Raises:
-        ValueError: Unknown name or fewer than two classes.
+        ValueError: Unknown name, fewer than two classes or an empty pixel range.
     """
     entry = get_entry(name)
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
-    return entry.build(num_classes, entry.input_spec(image_size), **options)
+    spec = entry.input_spec(image_size)
+    if pixel_range is not None:
+        spec = dataclasses.replace(spec, pixel_range=pixel_range)
+    return entry.build(num_classes, spec, **options)

@@ -24,6 +24,9 @@ class InputSpec:
             raise ValueError(f"image_size={self.image_size} is too small; use 32 or more")
         if self.channels != 3:
             raise ValueError(f"channels={self.channels} is not supported; models take RGB (3)")
+        low, high = self.pixel_range
+        if not low < high:
+            raise ValueError(f"pixel_range={self.pixel_range} is empty; give (low, high) with low < high")
 
     @property
     def shape(self) -> tuple[int, int, int]:

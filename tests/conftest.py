@@ -43,3 +43,22 @@ def color_catalog(tmp_path):
     from tests.factories import make_tree_catalog
 
     return make_tree_catalog(str(tmp_path / "catalog"), {"red": 6, "green": 6, "blue": 6})
+
+
+# The discard port on loopback: nothing listens, so a download through this proxy is refused at once.
+UNREACHABLE_PROXY = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def offline_keras(tmp_path, monkeypatch):
+    """Keras with an empty weights cache and every HTTP(S) download sent to a proxy that refuses it:
+    the ImageNet download really runs, and really fails, whatever this machine has cached. Ray
+    workers are unaffected; the driver resolves the weights before any of them starts."""
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras_home"))  # read at import otherwise
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, UNREACHABLE_PROXY)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "keras_home"

@@ -133,3 +133,14 @@ def with_calibration(artifact: str, directory: str, temperature: float, threshol
     )
     write_card(directory, card)
     return directory
+
+
+def blended_catalog(root) -> str:
+    """Red and green mixed in 18 proportions: images the colour model is unsure about, to a degree
+    that varies from image to image (on pure colours it is certain, and every confidence is 1)."""
+    for index, share in enumerate(np.linspace(0.1, 0.9, 18)):
+        label = "red" if share > 0.5 else "green"
+        colour = tuple(int(v) for v in share * np.array((220, 40, 40)) + (1 - share) * np.array((40, 200, 60)))
+        os.makedirs(os.path.join(root, label), exist_ok=True)
+        Image.new("RGB", (32, 32), colour).save(os.path.join(root, label, f"{index:04d}.png"))
+    return str(root)

@@ -65,7 +65,9 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
 
     A completed run already in `output_uri` is refused unless `predict.overwrite` is true, in which
     case it is removed first (its run.json before anything else, so it never looks complete).
-    An unfinished run (no run.json, or one that says "running"/"failed") is resumed.
+    An unfinished run (no run.json, or one that says "running"/"failed") is resumed, unless
+    `predict.overwrite` is true: then it is removed too, so overwrite also replaces an unfinished
+    run of another model version, which cannot be resumed.
 
     Raises:
         ValueError: Unreadable model, bad catalog, unwritable or already-complete output.
@@ -76,15 +78,15 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
     if clashes:
         raise ValueError(f"manifest columns {clashes} clash with prediction columns; rename them")
     storage.check_writable(output_uri)
-    previous = read_run(output_uri)
-    if previous is not None and previous.status == "completed":
-        if not config.predict.overwrite:
-            raise ValueError(
-                f"output {output_uri!r} already holds a completed run ({previous.run_id}); "
-                "choose a new --output or pass --set predict.overwrite=true to replace it"
-            )
+    if config.predict.overwrite:
         for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR):
             storage.remove(storage.join(output_uri, name))
+    previous = read_run(output_uri)
+    if previous is not None and previous.status == "completed":
+        raise ValueError(
+            f"output {output_uri!r} already holds a completed run ({previous.run_id}); "
+            "choose a new --output or pass --set predict.overwrite=true to replace it"
+        )
     schema = prediction_schema(list(card.class_names), source.passthrough)
     engine = choose_engine(config.predict.engine, card, config.resources.gpu)
     threshold = config.predict.low_confidence_threshold

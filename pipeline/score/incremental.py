@@ -7,7 +7,7 @@ Layout under the root:
 - `current/current.json`, the pointer, is written last: it names the state to read, so a view
   switches atomically and a crash part-way leaves the previous view published;
 - `current/pending.json` names a run in progress, so a rerun after a crash resumes that run
-  instead of starting another.
+  instead of starting another (a run that ended "failed" is not resumed: a new one starts).
 
 Unchanged rows are never rewritten: the view is those runs' files joined with the state
 (`STATE` is the pointer's `state` entry):
@@ -40,7 +40,7 @@ from pipeline import storage
 from pipeline.config import JobConfig
 from pipeline.schema import IMAGE_ID
 from pipeline.score.driver import ScoringPlan, prepare_scoring, score
-from pipeline.score.predictions import read_predictions
+from pipeline.score.predictions import read_predictions, read_run
 from pipeline.score.source import FINGERPRINT, catalog_dataset, with_fingerprints
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,9 @@ def _unfinished_run(root_uri: str, view: dict[str, Any] | None) -> str | None:
     run_id = str(storage.read_json(pending_uri)["run_id"])
     if view is not None and run_id in view.get("runs", []):
         return None  # published after all: the crash came after the pointer
+    run = read_run(storage.join(root_uri, "runs", run_id))
+    if run is not None and run.status == "failed":
+        return None  # it ended, over its error budget: rows it kept may be stale, so start afresh
     logger.info("resuming incremental run %s, which a crash left unfinished", run_id)
     return run_id
 

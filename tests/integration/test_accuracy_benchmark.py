@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from benchmarks.accuracy import TINY_VARIANTS, main
+from benchmarks.accuracy.__main__ import main
+from benchmarks.accuracy.settings import TINY_VARIANTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

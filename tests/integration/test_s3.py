@@ -12,65 +12,20 @@ import logging
 import os
 import uuid
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from tests.factories import make_tree_catalog
+from tests.s3_server import S3, SECRET, moto_s3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-SECRET = "s3cr3t-TEST-value-9f8e7d"
-KEY_ID = "testing-key-id"
 BUCKET = f"cc-test-{uuid.uuid4().hex[:8]}"  # fresh per session: nothing cached under an old URI matches
 MODEL = f"s3://{BUCKET}/models/custom_cnn"
 CATALOG = f"s3://{BUCKET}/catalog"
 CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
-# Variables that would point boto/s3fs somewhere else than the moto server.
-SHADOWING = (
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-)
-
-
-class S3:
-    """The moto endpoint plus a boto3 client, for the tests' own uploads and checks."""
-
-    def __init__(self, endpoint: str):
-        import boto3
-
-        self.endpoint = endpoint
-        self.client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET
-        )
-
-    def keys(self, prefix: str) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
-
-    def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=BUCKET, Key=key, Body=data)
-
-    def upload_directory(self, local: str, prefix: str) -> None:
-        for root, _, files in os.walk(local):
-            for name in files:
-                path = os.path.join(root, name)
-                with open(path, "rb") as handle:
-                    self.put(f"{prefix}/{os.path.relpath(path, local)}", handle.read())
-
-    def filesystem(self):
-        import s3fs
-
-        return s3fs.S3FileSystem(
-            endpoint_url=self.endpoint, key=KEY_ID, secret=SECRET, skip_instance_cache=True, use_listings_cache=False
-        )
 
 
 @pytest.fixture(scope="module")
@@ -78,44 +33,20 @@ def s3_ray():
     """moto's S3 server on 127.0.0.1, the AWS_* variables pointing at it, then a 2-CPU local Ray
     started after them so every worker has them. Everything is undone at the end of the module."""
     import ray
-    import s3fs
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {name: os.environ.get(name) for name in (*env, *SHADOWING)}
-    for name in SHADOWING:
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    s3fs.S3FileSystem.clear_instance_cache()
-    try:
-        s3 = S3(env["AWS_ENDPOINT_URL"])
-        s3.client.create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as s3:
         ray.shutdown()
         # The workers inherit the variables from the raylet this starts. Not runtime_env={"env_vars": ...}:
         # Ray writes those in clear to the session's runtime_env_agent.log (and shows them on the dashboard).
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-        except Exception:  # "Timed out while waiting for GCS" happens on a loaded 2-core box; once more
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+            except Exception:  # "Timed out while waiting for GCS" happens on a loaded 2-core box; once more
+                ray.shutdown()
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+            yield s3
+        finally:
             ray.shutdown()
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-        yield s3
-    finally:
-        ray.shutdown()
-        s3fs.S3FileSystem.clear_instance_cache()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +205,59 @@ def test_a_model_replaced_at_the_same_uri_is_the_one_that_scores(s3_data, color_
     after = read_s3_predictions(s3, "runs/retrain-b")
     assert set(after["model_version"]) == {new_version}
     assert (after["predicted_label"] == after["label"]).mean() > 0.9
+
+
+def test_remote_weights_are_downloaded_once_and_again_when_their_etag_changes(s3_ray, tmp_path, monkeypatch):
+    """fetch_weights keys its node-local cache by URI, size and ETag: an unchanged object is served
+    from the cache; an object replaced at the same URI by one of the same size is fetched again."""
+    from pipeline import artifacts
+
+    monkeypatch.setattr(artifacts, "CACHE_DIR", str(tmp_path / "cache"))  # not the user's ~/.cache
+    s3 = s3_ray
+    uri = f"s3://{BUCKET}/weights/base.weights.h5"
+    s3.put("weights/base.weights.h5", b"weights, first version")
+    first = artifacts.fetch_weights(uri)
+    assert open(first, "rb").read() == b"weights, first version"
+    os.utime(first, (0, 0))  # a download would write the file again and give it a new mtime
+
+    again = artifacts.fetch_weights(uri)
+    assert again == first and os.stat(again).st_mtime == 0  # served from the cache, not downloaded
+
+    s3.put("weights/base.weights.h5", b"weights, 2ND! version")  # same size, new content: a new ETag
+    changed = artifacts.fetch_weights(uri)
+    assert changed != first
+    assert open(changed, "rb").read() == b"weights, 2ND! version"
+
+
+def test_incremental_scoring_on_s3_scores_only_new_and_changed_objects(s3_data, color_artifact, tmp_path):
+    """The catalog, the model and the incremental root all in the bucket; "changed" is an object
+    rewritten with other bytes (a new ETag) at the same key."""
+    from pipeline.score.incremental import read_current_view
+    from tests.factories import make_image
+
+    s3 = s3_data
+    local = make_tree_catalog(str(tmp_path / "catalog"), {"red": 4, "green": 4, "blue": 4})
+    s3.upload_directory(local, "incremental-catalog")
+    catalog, root = f"s3://{BUCKET}/incremental-catalog", f"s3://{BUCKET}/scheduled"
+    incremental = ("--set", "predict.incremental=true")
+    assert score_main("--catalog", catalog, "--model", MODEL, "--output", root, *incremental) == 0
+    first = json.loads(s3.get("scheduled/current/current.json"))
+    assert (first["scored_this_run"], first["rows"]) == (12, 12)
+
+    def png(colour) -> bytes:
+        buffer = io.BytesIO()
+        make_image(colour, np.random.default_rng(7)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    s3.put("incremental-catalog/red/0000.png", png((40, 60, 220)))  # changed: now blue
+    s3.put("incremental-catalog/green/new.png", png((40, 200, 60)))  # new
+    assert score_main("--catalog", catalog, "--model", MODEL, "--output", root, *incremental) == 0
+    second = json.loads(s3.get("scheduled/current/current.json"))
+    assert (second["scored_this_run"], second["unchanged"], second["rows"]) == (2, 11, 13)
+    view = read_current_view(root).set_index("image_id")
+    assert len(view) == 13 and view.index.is_unique
+    assert (
+        view.loc["red/0000.png", "predicted_label"] == "blue"
+        and view.loc["green/new.png", "predicted_label"] == "green"
+    )
+    assert view.loc["red/0000.png", "run_id"] == second["latest_run"] != view.loc["red/0001.png", "run_id"]

@@ -19,7 +19,7 @@ from jobs.config import load_config
 from pipeline.calibration import apply_temperature
 from pipeline.schema import PREDICTION_COLUMNS, class_names_from_schema, prediction_schema
 from pipeline.score.driver import prepare_scoring, score
-from tests.factories import bad_image_corpus, with_calibration
+from tests.factories import bad_image_corpus, blended_catalog, with_calibration
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -339,17 +339,6 @@ def test_hostile_ids_and_labels_never_write_outside_the_output(ray_local, color_
     frame = predictions(output).set_index("image_id")
     assert len(frame) == 4 and frame.loc["nul-in-uri", "error"].startswith("unreadable")
     assert manifest.evaluation["unknown_label_rows"] == 3
-
-
-def blended_catalog(root) -> str:
-    """Red and green mixed in 18 proportions: images the colour model is unsure about, to a degree
-    that varies from image to image (on pure colours it is certain, and every confidence is 1)."""
-    for index, share in enumerate(np.linspace(0.1, 0.9, 18)):
-        label = "red" if share > 0.5 else "green"
-        colour = tuple(int(v) for v in share * np.array((220, 40, 40)) + (1 - share) * np.array((40, 200, 60)))
-        os.makedirs(os.path.join(root, label), exist_ok=True)
-        Image.new("RGB", (32, 32), colour).save(os.path.join(root, label, f"{index:04d}.png"))
-    return str(root)
 
 
 def test_scoring_applies_the_cards_temperature_and_review_threshold(ray_local, color_artifact, tmp_path):

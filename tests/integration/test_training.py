@@ -354,3 +354,23 @@ def test_augmentation_changes_training_batches_and_never_validation_or_test(ray_
             assert unchanged <= 0.05 * len(seen), f"{unchanged} of {len(seen)} training images were not augmented"
         else:
             assert unchanged == len(seen), f"{len(seen) - unchanged} {split} images were altered"
+
+
+def test_a_failed_imagenet_download_trains_mobilenet_from_scratch_and_the_card_says_so(
+    ray_local, catalog, tmp_path, offline_keras, caplog
+):
+    """The demo preset's promise: `--weights imagenet` with `model.weights_fallback: none` and no
+    internet trains MobileNetV2 from random initialisation, and the log and the card both say so."""
+    from jobs import train as train_job
+
+    output = tmp_path / "models"
+    code = train_job.main(
+        ["--catalog", catalog, "--output", str(output), "--models", "mobilenet_v2", "--weights", "imagenet"]
+        + ["--workers", "1", "--epochs", "1", "--image-size", "32", "--set", "model.weights_fallback=none"]
+        + sum((["--set", o] for o in TINY if not o.startswith(("train.", "model."))), [])
+    )
+    assert code == 0
+    card = json.load(open(output / "mobilenet_v2" / "model_card.json"))
+    assert card["weights_source"].startswith("none (random initialisation) (fallback: 'imagenet' unavailable: ")
+    assert "could not be downloaded" in card["weights_source"]
+    assert "using the configured fallback 'none'" in caplog.text

@@ -89,3 +89,25 @@ def test_rows_in_equal_rows_out(corpus):
     batch = decode_batch({"image_uri": uris, "image_id": uris}, image_size=32)
     assert len(batch["error"]) == len(batch["image"]) == len(uris)
     assert list(batch["image_id"]) == list(uris)
+
+
+def test_a_png_whose_pixel_data_is_not_zlib_is_a_decode_failed_row(tmp_path):
+    """A well-formed PNG signature and IHDR, then IDAT bytes that are not a zlib stream: Pillow
+    recognises the format and fails in the pixel decoder, so the reason is `decode_failed:`."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    pixels = chunk(b"IDAT", b"not a zlib stream" * 4)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="^decode_failed: broken data stream"):
+        decode_image(data, 32)
+    path = tmp_path / "broken.png"
+    path.write_bytes(data)
+    batch = decode_batch({"image_uri": np.array([str(path)], dtype=object), "image_id": np.array(["b"])}, image_size=32)
+    assert batch["error"][0].startswith("decode_failed: ")
+    assert not ok_mask(batch["error"])[0]
+    assert list(batch["image_id"]) == ["b"] and not batch["image"].any()  # the row stays, all zeros

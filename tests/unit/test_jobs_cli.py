@@ -138,3 +138,17 @@ def test_summarize_prints_one_line_per_run_and_refuses_a_folder_without_run_json
     assert second.split() == ["mobilenet_v2", "failed", "500", "3", "-", "-", f"{unlabelled}/predictions"]
     assert summarize.main([str(tmp_path / "nothing")]) == 2
     assert "has no run.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("column", ["confidence", "model_version", "image"])
+def test_a_manifest_column_that_clashes_with_a_prediction_column_exits_2_naming_it(
+    tmp_path, catalog, color_artifact, capsys, column
+):
+    import pandas as pd
+
+    images = sorted(os.path.join(catalog, "a", name) for name in os.listdir(os.path.join(catalog, "a")))
+    pd.DataFrame({"image_uri": images, column: range(len(images))}).to_csv(tmp_path / "m.csv", index=False)
+    output = str(tmp_path / "o")
+    assert score.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output]) == 2
+    assert f"manifest columns ['{column}'] clash with prediction columns; rename them" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "o" / "run.json").exists()

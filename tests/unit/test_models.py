@@ -34,6 +34,24 @@ def test_preprocessing_is_inside_the_model():
         assert get_entry(name).input_spec(32).pixel_range == expected
 
 
+def _rescaled_ends(model):
+    rescale = model.get_layer("rescale")
+    return tuple(float(rescale(np.full((1, 1, 1, 1), v, "float32")).numpy().ravel()[0]) for v in (0, 255))
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
+def test_a_pixel_range_given_to_build_model_is_the_one_the_first_layer_maps_onto(name):
+    """The accuracy benchmark rebuilds the study's MobileNetV2 fed [0, 1] through this option."""
+    assert _rescaled_ends(build_model(name, num_classes=3, image_size=32, pixel_range=(0.0, 1.0))) == pytest.approx(
+        (0.0, 1.0)
+    )
+    assert _rescaled_ends(build_model(name, num_classes=3, image_size=32, pixel_range=(-2.0, 3.0))) == pytest.approx(
+        (-2.0, 3.0)
+    )
+    with pytest.raises(ValueError, match="pixel_range"):
+        build_model(name, num_classes=3, image_size=32, pixel_range=(1.0, 1.0))
+
+
 def test_custom_cnn_is_the_study_architecture():
     model = build_model("custom_cnn", num_classes=5, image_size=64)
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]

@@ -1,0 +1,67 @@
+"""Held-out figures for one row: the product's metrics before and after calibration, and reliability bins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from benchmarks.accuracy.settings import ECE_BINS
+
+
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width confidence bin (the same bins as pipeline.metrics' ECE): count, mean
+    confidence, accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        members = (confidence > low) & (confidence <= high)
+        rows.append(
+            {
+                "low": round(float(low), 4),
+                "high": round(float(high), 4),
+                "count": int(members.sum()),
+                "confidence": float(confidence[members].mean()) if members.any() else None,
+                "accuracy": float(correct[members].mean()) if members.any() else None,
+            }
+        )
+    return rows
+
+
+def metric_block(
+    labels: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray, class_names: list[str], minority: str
+) -> dict[str, Any]:
+    """Headline metrics (pipeline.metrics.summarize) on the calibrated probabilities, plus the
+    uncalibrated log loss and ECE. Temperature scaling never changes the argmax, so accuracy and
+    F1 are the same either way."""
+    from pipeline.metrics import summarize
+
+    after = summarize(labels, calibrated, class_names)
+    before = summarize(labels, uncalibrated, class_names)
+    per_class = {row["label"]: row["f1"] for row in after["per_class"]}
+    return {
+        "rows": after["rows"],
+        "accuracy": after["accuracy"],
+        "macro_f1": after["macro"]["f1"],
+        "weighted_f1": after["weighted"]["f1"],
+        "per_class_f1": per_class,
+        "minority_f1": per_class[minority],
+        "minority_recall": next(r["recall"] for r in after["per_class"] if r["label"] == minority),
+        "log_loss": after["loss"],
+        "log_loss_uncalibrated": before["loss"],
+        "ece_uncalibrated": before["expected_calibration_error"],
+        "ece_calibrated": after["expected_calibration_error"],
+        "confusion_matrix": after["confusion_matrix"],
+        "labels": after["labels"],
+    }
+
+
+def uncalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Inverts `apply_temperature`: softmax(T * log p) recovers the model's raw softmax output
+    (up to the 1e-12 clip, which cannot move the top class or its confidence)."""
+    logits = np.log(np.clip(probabilities.astype(np.float64), 1e-30, 1.0)) * temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    raw = np.exp(logits)
+    return raw / raw.sum(axis=1, keepdims=True)
