@@ -38,7 +38,7 @@ from pipeline.score.predictions import (
     write_run,
 )
 from pipeline.score.predictor import Predictor
-from pipeline.score.source import FINGERPRINT, CatalogSource, catalog_dataset, describe_catalog
+from pipeline.score.source import FINGERPRINT, CatalogSource, catalog_dataset, describe_catalog, join_partitions
 from pipeline.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
         config={"predict": plan.config.to_dict()["predict"], "resources": dataclasses.asdict(resources)},
     )
     write_run(plan.output_uri, manifest)
-    pending = _not_yet_scored(plan, catalog) if resumed else catalog
+    pending = _not_yet_scored(plan, catalog, rows_in) if resumed else catalog
     logger.info("run %s: %d catalog rows, %d already scored", run_id, rows_in, resumed)
     scored_this_run = _write_predictions(plan, pending, run_id)
     seconds = time.perf_counter() - started
@@ -205,12 +205,13 @@ def _resumed_rows(plan: ScoringPlan) -> int:
     return tally.rows
 
 
-def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset) -> ray.data.Dataset:
+def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     """A left-anti join on image_id, on workers: the catalog rows no prediction file holds yet."""
     paths, filesystem = storage.arrow_paths(prediction_files(plan.output_uri))
     done = ray.data.read_parquet(paths, filesystem=filesystem, columns=[IMAGE_ID])
-    partitions = max(1, min(16, catalog.num_blocks()))
-    pending: ray.data.Dataset = catalog.join(done, join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,))
+    pending: ray.data.Dataset = catalog.join(
+        done, join_type="left_anti", num_partitions=join_partitions(rows), on=(IMAGE_ID,)
+    )
     materialized: ray.data.Dataset = pending.materialize()
     return materialized
 

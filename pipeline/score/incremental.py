@@ -41,7 +41,7 @@ from pipeline.config import JobConfig
 from pipeline.schema import IMAGE_ID
 from pipeline.score.driver import ScoringPlan, prepare_scoring, score
 from pipeline.score.predictions import read_predictions, read_run
-from pipeline.score.source import FINGERPRINT, catalog_dataset, with_fingerprints
+from pipeline.score.source import FINGERPRINT, catalog_dataset, join_partitions, with_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     """
     root_uri, run_id, plan = incremental.root_uri, incremental.run_id, incremental.plan
     storage.write_json(storage.join(root_uri, PENDING_FILE), {"run_id": run_id, "model_version": plan.card.version})
-    catalog = with_fingerprints(catalog_dataset(plan.source), plan.source).materialize()
+    listed = catalog_dataset(plan.source).materialize()
+    catalog = with_fingerprints(listed, plan.source, listed.count()).materialize()
     todo, kept, deleted = _diff(catalog, _previous_state(root_uri, incremental.previous_view, plan))
     scored_now, errors = todo.count(), 0
     if scored_now:
@@ -183,7 +184,7 @@ def _diff(
     empty_state = pa.schema([(IMAGE_ID, pa.string()), (FINGERPRINT, pa.string()), (RUN_ID, pa.string())])
     if previous is None:
         return catalog, ray.data.from_arrow(empty_state.empty_table()), 0
-    partitions = max(1, min(16, catalog.num_blocks()))
+    partitions = join_partitions(catalog.count())
     joined = catalog.join(previous, join_type="left_outer", num_partitions=partitions, on=(IMAGE_ID,)).materialize()
     todo = joined.map_batches(_changed, batch_format="pyarrow", fn_kwargs={"want": True}).drop_columns(
         [PREVIOUS, RUN_ID]

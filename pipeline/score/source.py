@@ -25,6 +25,14 @@ from pipeline.images import FETCH_THREADS
 from pipeline.schema import IMAGE_ID, IMAGE_URI, LABEL
 
 FINGERPRINT = "fingerprint"
+ROWS_PER_JOIN_PARTITION = 200_000  # a hash partition of a join: ~20-40 MB of ids on one worker
+
+
+def join_partitions(rows: int) -> int:
+    """Hash partitions for a join over `rows` rows: enough to spread it, few enough to start fast."""
+    return max(1, min(64, -(-rows // ROWS_PER_JOIN_PARTITION)))
+
+
 CATALOG_COLUMNS = (IMAGE_ID, IMAGE_URI, LABEL)
 
 
@@ -153,7 +161,7 @@ def list_prefix(batch: pa.Table, root: str, labelled_tree: bool) -> pa.Table:
     return pa.table(rows, schema=pa.schema([(column, pa.string()) for column in rows]))
 
 
-def with_fingerprints(dataset: ray.data.Dataset, source: CatalogSource) -> ray.data.Dataset:
+def with_fingerprints(dataset: ray.data.Dataset, source: CatalogSource, rows: int) -> ray.data.Dataset:
     """Adds each manifest row's fingerprint on workers (a folder's listing already has them): each
     distinct parent prefix is listed once, joined to the rows on image_uri, and only rows that no
     listing found get a HEAD, concurrently."""
@@ -164,8 +172,7 @@ def with_fingerprints(dataset: ray.data.Dataset, source: CatalogSource) -> ray.d
         return dataset.map_batches(_head_missing, batch_format="pyarrow")
     prefixes = ray.data.from_items([{"prefix": p} for p in parents], override_num_blocks=min(len(parents), 1000))
     listed = prefixes.map_batches(_list_parents, batch_format="pyarrow")
-    partitions = max(1, min(16, dataset.num_blocks()))
-    joined = dataset.join(listed, join_type="left_outer", num_partitions=partitions, on=(IMAGE_URI,))
+    joined = dataset.join(listed, join_type="left_outer", num_partitions=join_partitions(rows), on=(IMAGE_URI,))
     return joined.map_batches(_head_missing, batch_format="pyarrow")
 
 

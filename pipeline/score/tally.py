@@ -81,7 +81,8 @@ class Tally:
             "review_rows": self.review_rows,
             "kept_correct": self.kept_correct,
             "log_loss_sum": self.log_loss_sum,
-            "confusion": self.confusion.tolist(),
+            # Sparse: a file of a 1,000-class model fills a few hundred of its million cells.
+            "confusion": [[int(i), int(j), int(self.confusion[i, j])] for i, j in zip(*np.nonzero(self.confusion))],
             "bin_count": self.bin_count.tolist(),
             "bin_confidence": self.bin_confidence.tolist(),
             "bin_correct": self.bin_correct.tolist(),
@@ -102,7 +103,7 @@ class Tally:
             review_rows=values["review_rows"],
             kept_correct=values["kept_correct"],
             log_loss_sum=values["log_loss_sum"],
-            confusion=np.array(values["confusion"], dtype=np.int64).reshape(values["classes"], values["classes"]),
+            confusion=_dense(values["confusion"], values["classes"]),
             bin_count=np.array(values["bin_count"], dtype=np.int64),
             bin_confidence=np.array(values["bin_confidence"], dtype=np.float64),
             bin_correct=np.array(values["bin_correct"], dtype=np.int64),
@@ -149,6 +150,13 @@ def _tally_known(tally: Tally, rows: pa.Table, truth: np.ndarray) -> None:
     order = mistakes[np.argsort(-confidence[mistakes], kind="stable")][:MISTAKES_KEPT]
     picked = rows.take(pa.array(order, pa.int64())).select([IMAGE_URI, LABEL, "predicted_label"]).to_pylist()
     tally.mistakes = [{**row, "confidence": float(confidence[i])} for row, i in zip(picked, order)]
+
+
+def _dense(cells: list[list[int]], classes: int) -> np.ndarray:
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    for i, j, count in cells:
+        confusion[i, j] = count
+    return confusion
 
 
 def _most_confident(mistakes: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -156,3 +156,29 @@ def test_confidence_top_k_and_predicted_index_agree_in_every_row(ray_local, colo
         )
         np.testing.assert_allclose(scores, probabilities[[class_names.index(n) for n in row.top_k_labels]])
     assert frame["confidence"].min() < 0.99  # the premise: some rows are genuinely unsure
+
+
+def test_duplicate_manifest_ids_are_refused_before_any_image_is_scored(
+    ray_local, color_catalog, color_artifact, tmp_path, capsys
+):
+    """Workers read the manifest and find the repeat; the job exits 2 naming it, writing nothing."""
+    image = os.path.join(color_catalog, "red", "0000.png")
+    manifest = tmp_path / "catalog.csv"
+    pd.DataFrame({"image_uri": [image] * 3, "image_id": ["a", "twice", "twice"]}).to_csv(manifest, index=False)
+    output = tmp_path / "out"
+    assert score_main(manifest, color_artifact, output) == 2
+    assert "duplicate image_id values, e.g. 'twice'" in capsys.readouterr().err
+    assert not glob.glob(f"{output}/predictions/*.parquet") and not os.path.exists(output / "run.json")
+
+
+def test_a_manifest_row_with_an_empty_image_uri_is_a_missing_row_not_a_refused_catalog(
+    ray_local, color_catalog, color_artifact, tmp_path
+):
+    image = os.path.join(color_catalog, "red", "0000.png")
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(f"image_uri,image_id,label\n{image},ok,red\n,blank,red\n")
+    output = tmp_path / "out"
+    assert score_main(manifest, color_artifact, output, "predict.max_bad_fraction=1") == 0
+    frame = predictions(output).set_index("image_id")
+    assert frame.loc["blank", "error"] == "missing: the row has an empty image_uri"
+    assert frame.loc["ok", "predicted_label"] == "red" and pd.isna(frame.loc["ok", "error"])
