@@ -21,6 +21,7 @@ driver's objects from the workers'.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -47,7 +48,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="50000,250000", help="comma-separated catalog sizes (default 50000,250000)")
+    parser.add_argument(
+        "--rows", default="50000,250000", help="comma-separated catalog sizes (default 50000,250000; empty: S3 only)"
+    )
     parser.add_argument("--images", type=int, default=2000, help="distinct 32x32 PNGs reused across rows")
     parser.add_argument("--image-size", type=int, default=32, help="model input size (default 32)")
     parser.add_argument("--s3", action="store_true", help="also score a folder catalog on moto S3, counting requests")
@@ -203,7 +206,7 @@ def local_scenario(args: argparse.Namespace, work: str, model: str) -> list[dict
     """One scoring run per catalog size, smallest first, on the same images and model."""
     images = make_images(os.path.join(work, "images"), args.images)
     runs = []
-    for rows in sorted(int(value) for value in args.rows.split(",")):
+    for rows in sorted(int(value) for value in args.rows.split(",") if value.strip()):
         manifest = write_manifest(os.path.join(work, f"manifest-{rows}.parquet"), rows, images)
         output = os.path.join(work, f"out-{rows}")
         log(f"scoring {rows:,} rows")
@@ -262,6 +265,7 @@ class CountingMotoServer:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         app = self._count(DomainDispatcherApplication(create_backend_app))
         self._server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
         self._ready.set()
@@ -423,7 +427,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def summary_line(results: dict[str, Any]) -> str:
     parts = [
-        f"{name} {check['value']} (target ≤ {check['target']}: {'met' if check['met'] else 'MISSED'})"
+        f"{name} {check['value']} (target {'≤ ' if check['target'] else ''}{check['target']}: "
+        f"{'met' if check['met'] else 'MISSED'})"
         for name, check in results["targets"].items()
     ]
     runs = ", ".join(f"{run['rows_in']:,} rows {run['wall_seconds']} s" for run in results["runs"])
