@@ -399,6 +399,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"Driver cost of `python -m jobs.score` ({results['settings']['config']} preset, "
         f"custom_cnn {results['settings']['image_size']} px, {results['settings']['images']:,} distinct PNGs):",
         "",
+        f"Load average (1 min) {results['machine']['load_average'][0]} at start, "
+        f"{results['machine'].get('load_average_end', ['?'])[0]} at end, on {results['machine']['cpus']} cores: "
+        "wall times move with it, the driver's own CPU seconds and peak RSS much less.",
+        "",
         "| rows | wall s | driver CPU s | driver peak RSS MB | rows out |",
         "|---|---|---|---|---|",
     ]
