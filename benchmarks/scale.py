@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -154,6 +155,9 @@ class DriverSampler:
 
 
 def score_command(catalog: str, model: str, output: str, args: argparse.Namespace) -> list[str]:
+    """The public command on an empty output: an unfinished run left there would be resumed, and
+    a resumed run scores only the rows it lacks."""
+    shutil.rmtree(output, ignore_errors=True)
     command = [sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", model, "--output", output]
     command += ["--config", args.config, "--set", "predict.overwrite=true"]
     for override in args.set:
