@@ -360,9 +360,10 @@ def s3_scenario(args: argparse.Namespace, work: str, model: str) -> dict[str, An
 
 
 def request_counts(requests: list[tuple[str, str]], keys: int) -> dict[str, Any]:
-    """Counts by kind, for the whole run and for the listing phase (before the first image GET)."""
+    """Counts by kind, for the whole run and for the listing phase (before any image is opened)."""
     first_read = next(
-        (index for index, (kind, path) in enumerate(requests) if kind == "GET" and path.endswith(".png")), len(requests)
+        (index for index, (kind, path) in enumerate(requests) if kind in ("GET", "HEAD") and path.endswith(".png")),
+        len(requests),
     )
     totals: dict[str, int] = {}
     listing: dict[str, int] = {}
