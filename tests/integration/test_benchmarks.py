@@ -59,3 +59,27 @@ def test_train_overhead_tiny_writes_every_figure(tmp_path):
         assert len(run["epoch_seconds"]) == results["settings"]["epochs"]
     assert positive(results["ratios"]["product_1w_over_plain_epoch_time"])
     assert positive(results["ratios"]["speedup_2w_over_1w"])
+
+
+def test_scale_tiny_writes_every_figure_and_loses_no_row(tmp_path):
+    from benchmarks import scale
+
+    output = tmp_path / "scale.json"
+    assert scale.main(["--tiny", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert {"machine", "settings", "runs", "slopes", "s3", "targets", "summary"} <= set(results)
+    assert [run["rows_in"] for run in results["runs"]] == [2000, 8000]
+    for run in [*results["runs"], results["s3"]]:
+        assert run["exit_code"] == 0
+        assert run["rows_out"] == run["unique_ids_out"] == run["rows_in"]
+        for key in ("wall_seconds", "driver_cpu_seconds", "driver_peak_rss_mb"):
+            assert positive(run[key])
+    assert set(results["slopes"]) == {
+        "driver_peak_rss_mb_per_million_rows",
+        "driver_cpu_seconds_per_million_rows",
+        "wall_seconds_per_million_rows",
+    }
+    assert all(isinstance(value, float) for value in results["slopes"].values())
+    s3 = results["s3"]
+    assert s3["keys"] == 200 and positive(s3["lists"]) and s3["requests"]["GET"] >= s3["keys"]
+    assert "| 8,000 |" in (tmp_path / "scale.md").read_text()
