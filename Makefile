@@ -45,7 +45,7 @@ clean:
 	rm -rf outputs .pytest_cache
 
 # Mutation testing (mutmut, fast unit tests only) over [tool.mutmut] only_mutate in pyproject.toml;
-# starts from scratch each time, then prints the kill score per module. about 15 min on 2 shared cores.
+# starts from scratch each time, then prints the kill score per module. 5 to 15 min on 2 shared cores.
 mutation: venv
 	rm -rf mutants
 	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 || true

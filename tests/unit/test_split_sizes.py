@@ -40,3 +40,7 @@ def test_split_counts_give_images_per_label_for_each_split_present():
         {"image_id": ["1", "2", "3", "4"], "label": ["a", "b", "a", "a"], "split": ["train", "train", "val", "train"]}
     )
     assert split_counts(frame) == {"train": {"a": 2, "b": 1}, "val": {"a": 1}}
+
+
+def test_a_class_of_five_at_fifteen_percent_gives_one_test_image_not_more():
+    assert sizes(make_split(catalog({"a": 5}), 0.15, 0.15, seed=0), "a") == {"train": 3, "val": 1, "test": 1}
