@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.metrics import expected_calibration_error, summarize
+from pipeline.metrics import ECE_EDGES, expected_calibration_error, summarize
 
 # True a,a,a,a,b,b; predicted a,b,b,b,b,b; class c is neither true nor predicted.
 TRUE = np.array([0, 0, 0, 0, 1, 1])
@@ -63,8 +63,12 @@ def test_an_empty_evaluation_reports_nothing_measured():
 
 
 def test_ece_puts_a_confidence_on_a_bin_edge_in_the_lower_bin_only():
-    # Bins (0, .5] and (.5, 1]: .5 belongs to the first only, 1.0 to the last.
-    assert expected_calibration_error(np.array([0.5, 1.0]), np.array([True, True]), bins=2) == pytest.approx(0.25)
+    # 15 bins; the edge 0.6 closes (0.533, 0.6], so it is not averaged with 0.62 of (0.6, 0.667]:
+    # apart, the gaps are 0.4 and 0.62 (ECE 0.51); together they would be |0.5 - 0.61| = 0.11.
+    edge = ECE_EDGES[9]
+    assert expected_calibration_error(np.array([edge, 0.62]), np.array([True, False])) == pytest.approx(
+        0.5 * (1 - edge) + 0.5 * 0.62
+    )
 
 
 def test_ece_of_no_rows_is_not_a_number():
