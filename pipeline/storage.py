@@ -80,14 +80,21 @@ def exists(uri: str) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
-    """The whole object in one request: `cat_file` is a single GET on S3, where `open` first
-    asks for the object's size with a HEAD."""
+    """The whole object in one request: a single GET on S3, where `open` first asks for the
+    object's size with a HEAD."""
     fs, path = filesystem(uri)
     if not is_remote(uri):
         with open(path, "rb") as handle:
             return handle.read()
-    data: bytes = fs.cat_file(path)
+    # s3fs reads a large object in concurrent ranges, which starts with a HEAD for its size; one
+    # stream means one GET (images are small; the batch's images are what run concurrently).
+    options = {"max_concurrency": 1} if "s3" in _protocols(fs) else {}
+    data: bytes = fs.cat_file(path, **options)
     return data
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def size(uri: str) -> int:

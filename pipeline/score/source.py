@@ -59,22 +59,28 @@ def describe_catalog(uri: str) -> CatalogSource:
         ValueError: Missing, empty, malformed or mixed catalog, named with the fix.
     """
     uri = storage.normalize(uri)
+    missing = ValueError(
+        f"catalog {uri!r} does not exist; pass --catalog a folder tree, a flat "
+        "folder of images or a CSV/Parquet manifest"
+    )
     try:
-        found = storage.exists(uri)
+        if uri.lower().endswith(MANIFEST_EXTENSIONS):
+            if not storage.exists(uri):
+                raise missing
+            return _describe_manifest(uri)
+        return _describe_folder(uri)  # its listing is the existence check: no HEAD
+    except FileNotFoundError as error:
+        raise missing from error
+    except ValueError:
+        raise
     except Exception as error:  # e.g. no credentials, unknown bucket: the user's to fix
         raise ValueError(f"catalog {uri!r} cannot be read ({type(error).__name__}: {error})") from error
-    if not found:
-        raise ValueError(
-            f"catalog {uri!r} does not exist; pass --catalog a folder tree, a flat "
-            "folder of images or a CSV/Parquet manifest"
-        )
-    if uri.lower().endswith(MANIFEST_EXTENSIONS):
-        return _describe_manifest(uri)
-    return _describe_folder(uri)
 
 
 def _describe_folder(uri: str) -> CatalogSource:
     fs, path = storage.filesystem(uri)
+    if not storage.is_remote(uri) and not os.path.isdir(path):
+        raise FileNotFoundError(path)  # a local file that is not a manifest is no catalog either
     entries = fs.ls(path, detail=True)
     folders = sorted(storage.to_uri(fs, e["name"]) for e in entries if e.get("type") == "directory")
     images = [e["name"] for e in entries if e.get("type") == "file" and _is_catalog_image(e["name"])]
