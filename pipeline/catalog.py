@@ -136,7 +136,7 @@ def _read_manifest(uri: str) -> pd.DataFrame:
     if frame[IMAGE_URI].isna().any():
         raise ValueError(f"manifest {uri!r} has rows with an empty image_uri")
     base = uri.rsplit("/", 1)[0]
-    frame[IMAGE_URI] = [_resolve(str(value), base) for value in frame[IMAGE_URI]]
+    frame[IMAGE_URI] = [resolve_image_uri(str(value), base) for value in frame[IMAGE_URI]]
     if IMAGE_ID not in frame.columns:
         frame[IMAGE_ID] = frame[IMAGE_URI]
     frame[IMAGE_ID] = frame[IMAGE_ID].astype(str)
@@ -148,11 +148,12 @@ def _read_manifest(uri: str) -> pd.DataFrame:
     return frame[ordered]
 
 
-def _resolve(image_uri: str, base: str) -> str:
-    """Manifest URIs may be relative to the manifest's own folder. A malformed one (NUL byte) is
-    kept as it is: that row becomes an error row when read, instead of failing the catalog."""
-    if "\x00" in image_uri:
-        return image_uri
+def resolve_image_uri(image_uri: str | None, base: str) -> str:
+    """Manifest URIs may be relative to the manifest's own folder. A malformed one (NUL byte) or an
+    empty one is kept as it is: that row becomes an error row when read, instead of failing the
+    catalog."""
+    if image_uri is None or image_uri == "" or "\x00" in image_uri:
+        return "" if image_uri is None else image_uri
     if storage.is_remote(image_uri) or image_uri.startswith("file://") or os.path.isabs(image_uri):
         return storage.normalize(image_uri)
     if storage.is_remote(base):

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline import storage
-from pipeline.catalog import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, is_image_name
+from pipeline.catalog import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, is_image_name, resolve_image_uri
 from pipeline.images import FETCH_THREADS
 from pipeline.schema import IMAGE_ID, IMAGE_URI, LABEL
 
@@ -245,7 +245,7 @@ def normalize_manifest(batch: pa.Table, base: str) -> pa.Table:
 
     An empty `image_uri` stays a row (its decode records why), so no row is ever dropped.
     """
-    uris = [_resolve(value, base) for value in batch.column(IMAGE_URI).to_pylist()]
+    uris = [resolve_image_uri(None if v is None else str(v), base) for v in batch.column(IMAGE_URI).to_pylist()]
     image_uri = pa.array(uris, pa.string())
     ids = batch.column(IMAGE_ID) if IMAGE_ID in batch.column_names else image_uri
     labels = batch.column(LABEL) if LABEL in batch.column_names else pa.nulls(batch.num_rows, pa.string())
@@ -258,16 +258,3 @@ def normalize_manifest(batch: pa.Table, base: str) -> pa.Table:
         if name not in CATALOG_COLUMNS:
             columns[name] = batch.column(name)
     return pa.table(columns)
-
-
-def _resolve(image_uri: Any, base: str) -> str:
-    """Manifest URIs may be relative to the manifest's own folder. A malformed one (NUL byte) or an
-    empty one is kept as it is: that row becomes an error row when read."""
-    if image_uri is None or image_uri == "" or "\x00" in str(image_uri):
-        return "" if image_uri is None else str(image_uri)
-    image_uri = str(image_uri)
-    if storage.is_remote(image_uri) or image_uri.startswith("file://") or os.path.isabs(image_uri):
-        return storage.normalize(image_uri)
-    if storage.is_remote(base):
-        return f"{base}/{image_uri}"
-    return os.path.normpath(os.path.join(base, image_uri))
