@@ -85,9 +85,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             scale = 65535.0 if pixels.max(initial=0) > 255 else 255.0
             pixels = pixels.astype(np.float64) * (255.0 / scale)
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
+    if "transparency" in image.info:  # a palette entry, or a colour key in an RGB or grey PNG
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":  # premultiplied grey: Pillow converts it to RGBA only through LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")

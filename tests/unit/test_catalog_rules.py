@@ -242,10 +242,10 @@ def test_a_uri_with_a_nul_byte_is_kept_as_written_for_its_row_to_fail(tmp_path):
 
 
 def test_relative_uris_in_a_remote_manifest_stay_under_its_prefix():
-    from pipeline.catalog import _resolve
+    from pipeline.catalog import resolve_image_uri
 
-    assert _resolve("sub/a.png", "s3://bucket/catalog") == "s3://bucket/catalog/sub/a.png"
-    assert _resolve("s3://other/b.png/", "s3://bucket/catalog") == "s3://other/b.png"
+    assert resolve_image_uri("sub/a.png", "s3://bucket/catalog") == "s3://bucket/catalog/sub/a.png"
+    assert resolve_image_uri("s3://other/b.png/", "s3://bucket/catalog") == "s3://other/b.png"
 
 
 # Errors name the fix.

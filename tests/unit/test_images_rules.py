@@ -162,6 +162,28 @@ def test_a_transparent_palette_entry_becomes_white():
     assert uniform(pixels[4:]) == WHITE
 
 
+@pytest.mark.parametrize("mode, key", [("RGB", (0, 0, 0)), ("L", 0)])
+def test_a_colour_key_in_an_rgb_or_grey_png_becomes_white(mode, key):
+    image = Image.new(mode, (8, 8), key)
+    image.paste((200, 10, 10) if mode == "RGB" else 90, (0, 0, 8, 4))  # top half opaque, bottom half the key
+    pixels = decode_image(encoded(image, "PNG", transparency=key), 8, resize_method="nearest")
+    assert uniform(pixels[:4]) == ((200, 10, 10) if mode == "RGB" else (90, 90, 90))
+    assert uniform(pixels[4:]) == WHITE
+
+
+def test_premultiplied_grey_with_alpha_decodes_onto_white():
+    """A grey TIFF whose alpha is marked associated (ExtraSamples = 1) opens in mode La: opaque grey
+    stays, clear becomes white."""
+    image = Image.new("LA", (8, 8), (0, 0))
+    image.paste((90, 255), (0, 0, 8, 4))
+    unassociated = b"\x52\x01\x03\x00\x01\x00\x00\x00\x02\x00"  # IFD entry: ExtraSamples, SHORT, 1, 2
+    data = encoded(image, "TIFF").replace(unassociated, unassociated[:-2] + b"\x01\x00")
+    assert Image.open(io.BytesIO(data)).mode == "La"
+    pixels = decode_image(data, 8, resize_method="nearest")
+    assert uniform(pixels[:4]) == (90, 90, 90)
+    assert uniform(pixels[4:]) == WHITE
+
+
 def test_a_gif_transparent_index_becomes_white():
     image = Image.new("P", (8, 8), 3)
     image.putpalette([0, 0, 0] * 3 + [20, 20, 20] + [0] * 756)
