@@ -39,6 +39,7 @@ def rows(**extra):
 def test_one_row_per_input_row_and_an_error_row_carries_its_reason_and_no_prediction():
     table = rows()
     assert [row["image_id"] for row in table] == ["a", "b", "c", "d"]
+    assert [row["image_uri"] for row in table] == ["/x/a.png", "/x/b.png", "/x/c.png", "/x/d.png"]
     failed = table[1]
     assert failed["error"] == "decode_failed: truncated"
     for column in ("predicted_label", "predicted_index", "confidence", "top_k_labels", "top_k_scores", "probabilities"):
@@ -59,6 +60,12 @@ def test_confidence_top_k_and_predicted_index_agree():
         assert row["top_k_scores"] == sorted(row["top_k_scores"], reverse=True)
     first = rows()[0]
     assert first["predicted_label"] == "dog" and first["top_k_labels"] == ["dog", "fox"]
+
+
+def test_a_tie_goes_to_the_class_listed_first():
+    tied = np.array([[0.4, 0.4, 0.2]] * 4, dtype=np.float32)
+    table = prediction_table(batch(), tied, OK, CONTEXT, WHEN).to_pylist()
+    assert table[0]["predicted_index"] == 0 and table[0]["top_k_labels"] == ["cat", "dog"]
 
 
 def test_low_confidence_is_below_the_threshold_only():
