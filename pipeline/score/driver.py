@@ -1,9 +1,11 @@
-"""Batch scoring driver: decode tasks → `Predictor` actor pool → Parquet predictions, resumable.
+"""Batch scoring driver: catalog on workers → decode → `Predictor` actor pool → Parquet predictions, resumable.
 
-Predictions stream back to the driver, which writes them in files of `rows_per_file` rows, each
-made visible atomically (temporary name then rename; an S3 PUT is atomic). A rerun into the same
-output after a crash reads the ids already written and scores only the rest, so every catalog row
-ends up exactly once, and at most the rows in flight at the crash are scored twice.
+The catalog is listed or read on workers (`source.py`) and kept in the object store. Predictions
+stream back to the driver, which writes them in files of `rows_per_file` rows, each made visible
+atomically (temporary name then rename; an S3 PUT is atomic) with its tally in the footer. A rerun
+into the same output after a crash scores only the catalog rows no file holds yet (a left-anti join
+on workers), so every catalog row ends up exactly once, and at most the rows in flight at the crash
+are scored twice.
 """
 
 from __future__ import annotations
