@@ -253,8 +253,8 @@ def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray
     """The Ray Data pipeline: catalog blocks → decode → a pool of `Predictor` actors.
 
     Shaped by measurements on 2 cores (MobileNetV2 224 px, 2,000 600×600 JPEGs; benchmarks/):
-    - The catalog's blocks are cut even on workers (`repartition` of a materialized dataset), at
-      least one per actor, so every actor has work and no block is a whole listing.
+    - The catalog's blocks are cut even on workers (`repartition`, materialized before the actors
+      start), at least one per actor, so every actor has work and no block is a whole listing.
     - With several CPU actors, decoding asks for the actors' own resources so Ray Data fuses it
       into them: each actor reads, decodes and scores its blocks, with no decode tasks competing
       for the cores and no decoded pixels crossing the object store. One actor (or a GPU actor)
@@ -273,36 +273,35 @@ def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray
     blocks = min(10_000, max(-(-total // data.rows_per_block), min(total, actors), 1))
     if FINGERPRINT in (rows.schema().names if rows.schema() else []):
         rows = rows.drop_columns([FINGERPRINT])
+    # Cut the blocks before any actor starts: once the actors hold their CPUs (all of them, on a
+    # small node), a task left upstream of them would wait for a CPU for ever.
+    rows = rows.repartition(blocks).materialize()
     spec = plan.card.input
-    dataset: ray.data.Dataset = (
-        rows.repartition(blocks)
-        .map_batches(
-            images.decode_batch,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
-            batch_format="numpy",
-            num_cpus=resources.cpus_per_actor if fused else 1,
-            fn_kwargs={
-                "image_size": spec.image_size,
-                "max_pixels": data.max_image_pixels,
-                "resize_method": spec.resize_method,
-            },
-        )
-        .map_batches(
-            Predictor,
-            batch_format="numpy",
-            batch_size=predict.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=resources.cpus_per_actor,
-            num_gpus=1 if resources.gpu else 0,
-            fn_constructor_kwargs={
-                "artifact_uri": plan.artifact_uri,
-                "card": plan.card,
-                "run_id": run_id,
-                "top_k": predict.top_k,
-                "low_confidence_threshold": plan.threshold,
-                "engine": plan.engine,
-                "threads": predict.threads_per_actor,
-                "gpu": resources.gpu,
-            },
-        )
+    dataset: ray.data.Dataset = rows.map_batches(
+        images.decode_batch,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
+        batch_format="numpy",
+        num_cpus=resources.cpus_per_actor if fused else 1,
+        fn_kwargs={
+            "image_size": spec.image_size,
+            "max_pixels": data.max_image_pixels,
+            "resize_method": spec.resize_method,
+        },
+    ).map_batches(
+        Predictor,
+        batch_format="numpy",
+        batch_size=predict.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=resources.cpus_per_actor,
+        num_gpus=1 if resources.gpu else 0,
+        fn_constructor_kwargs={
+            "artifact_uri": plan.artifact_uri,
+            "card": plan.card,
+            "run_id": run_id,
+            "top_k": predict.top_k,
+            "low_confidence_threshold": plan.threshold,
+            "engine": plan.engine,
+            "threads": predict.threads_per_actor,
+            "gpu": resources.gpu,
+        },
     )
     return dataset

@@ -8,6 +8,7 @@ SIGKILLs every Ray process on the machine, including any other Ray running tests
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -75,3 +76,26 @@ def test_a_relative_catalog_path_fails_the_submitted_job(cluster, catalog, tmp_p
     assert result.returncode == 1  # the CLI's "job FAILED"
     assert "relative path" in output and "exit code 2" in output  # jobs.score's bad-input exit
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_cluster_preset_scores_on_a_node_whose_actors_take_every_cpu(cluster, catalog, color_artifact, tmp_path):
+    """`--config cluster` on 2 CPUs: the two scoring actors hold both CPUs, so nothing upstream of
+    them may still need one. A repartition task left there once waited for a CPU for ever."""
+    output = tmp_path / "out"
+    result = cluster.submit(
+        "python",
+        "-m",
+        "jobs.score",
+        "--catalog",
+        catalog,
+        "--model",
+        color_artifact,
+        "--output",
+        str(output),
+        "--config",
+        "cluster",
+        timeout=420,
+    )
+    assert result.returncode == 0
+    run = json.load(open(output / "run.json"))
+    assert run["status"] == "completed" and run["counts"]["out"] == ROWS
