@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -144,3 +145,29 @@ def blended_catalog(root) -> str:
         os.makedirs(os.path.join(root, label), exist_ok=True)
         Image.new("RGB", (32, 32), colour).save(os.path.join(root, label, f"{index:04d}.png"))
     return str(root)
+
+
+def serve_fifos(paths: list[str], payload: Callable[[str], bytes], give_up_s: float = 20.0) -> int:
+    """Waits for a reader on every FIFO, then writes each its `payload(path)`; returns how many had
+    a reader at the same moment (all of them, or as many as were open when it gave up). A
+    sequential reader blocks on the first FIFO alone, so it never sees them all open."""
+    import errno
+    import time
+
+    deadline = time.monotonic() + give_up_s
+    handles: dict[str, int] = {}
+    while time.monotonic() < deadline and len(handles) < len(paths):
+        for path in paths:
+            if path not in handles:
+                try:
+                    handles[path] = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as error:
+                    if error.errno != errno.ENXIO:  # ENXIO: nobody is reading it yet
+                        raise
+        time.sleep(0.01)
+    at_once = len(handles)
+    for path in paths:  # unblock every reader either way, so a failing test ends
+        handle = handles.get(path) or os.open(path, os.O_WRONLY)
+        os.write(handle, payload(path))
+        os.close(handle)
+    return at_once

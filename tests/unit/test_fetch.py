@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import threading
-import time
 
 import numpy as np
 from PIL import Image
 
 from pipeline import images
+from tests.factories import serve_fifos
 
 PNG = io.BytesIO()
 Image.new("RGB", (8, 8), (200, 30, 30)).save(PNG, format="PNG")
 
 
-def serve_when_all_open(paths: list[str], seen_all_open: threading.Event, give_up_s: float = 20.0) -> None:
-    """Writes each FIFO's image once every FIFO has a reader at the same moment (or gives up). A
-    sequential reader blocks on the first FIFO alone, so the moment never comes."""
-    deadline = time.monotonic() + give_up_s
-    handles: dict[str, int] = {}
-    while time.monotonic() < deadline and len(handles) < len(paths):
-        for path in paths:
-            if path not in handles:
-                try:
-                    handles[path] = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError as error:
-                    if error.errno != errno.ENXIO:  # ENXIO: nobody is reading it yet
-                        raise
-        time.sleep(0.01)
-    if len(handles) == len(paths):
+def serve_when_all_open(paths: list[str], seen_all_open: threading.Event) -> None:
+    """Each FIFO's image, written once every FIFO has a reader at the same moment."""
+    payload = lambda path: PNG.getvalue() if not path.endswith("bad.png") else b"not an image"  # noqa: E731
+    if serve_fifos(paths, payload) == len(paths):
         seen_all_open.set()
-    for path in paths:  # unblock every reader either way, so a failing test ends
-        handle = handles.get(path) or os.open(path, os.O_WRONLY)
-        os.write(handle, PNG.getvalue() if not path.endswith("bad.png") else b"not an image")
-        os.close(handle)
 
 
 def test_a_batch_reads_its_images_at_the_same_time_and_keeps_their_order(tmp_path):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import struct
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline.images import ImageError, decode_batch, decode_image, fetch_all, ok_mask
+from tests.factories import serve_fifos
 
 WHITE = (255, 255, 255)
 
@@ -461,34 +460,12 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(mode):
     assert np.abs(pixels - 128).max() < 28
 
 
-def open_readers(paths: list[str], give_up_s: float) -> int:
-    """Waits for readers on FIFOs, then writes b"ok" to each and returns how many had a reader at
-    the same moment (all of them, or as many as were open when it gave up)."""
-    deadline = time.monotonic() + give_up_s
-    handles: dict[str, int] = {}
-    while time.monotonic() < deadline and len(handles) < len(paths):
-        for path in paths:
-            if path not in handles:
-                try:
-                    handles[path] = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError as error:
-                    if error.errno != errno.ENXIO:  # ENXIO: nobody is reading it yet
-                        raise
-        time.sleep(0.01)
-    at_once = len(handles)
-    for path in paths:  # unblock every reader either way, so a failing test ends
-        handle = handles.get(path) or os.open(path, os.O_WRONLY)
-        os.write(handle, b"ok")
-        os.close(handle)
-    return at_once
-
-
 def fifo_fetch(tmp_path, count: int, give_up_s: float, **options) -> tuple[list, int]:
     paths = [str(tmp_path / f"{number}.fifo") for number in range(count)]
     for path in paths:
         os.mkfifo(path)
     with ThreadPoolExecutor(max_workers=1) as server:
-        at_once = server.submit(open_readers, paths, give_up_s)
+        at_once = server.submit(serve_fifos, paths, lambda path: b"ok", give_up_s)
         fetched = fetch_all(paths, **options)
         return fetched, at_once.result()
 
