@@ -43,6 +43,9 @@ TARGETS = {
     "driver_cpu_seconds_per_million_rows": 20.0,
     "s3_lists_for_1m_keys_under_1000_prefixes": 1001,
     "s3_heads": 0,
+    "no_change_night_wall_seconds": 60.0,
+    "no_change_night_driver_cpu_seconds_per_million_rows": 2.0,
+    "s3_slow_get_throughput_ratio": 0.8,
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--s3", action="store_true", help="also score a folder catalog on moto S3, counting requests")
     parser.add_argument("--s3-prefixes", type=int, default=1000, help="top-level prefixes of the S3 catalog")
     parser.add_argument("--s3-keys-per-prefix", type=int, default=10, help="images under each S3 prefix")
+    parser.add_argument(
+        "--kill-at", type=float, default=0.0, help="also SIGKILL a run of the largest size at this share, then rerun"
+    )
+    parser.add_argument(
+        "--incremental", action="store_true", help="also time a no-change incremental night over the largest size"
+    )
+    parser.add_argument(
+        "--s3-get-latency",
+        type=float,
+        default=0.0,
+        help="also score the S3 tree with each image GET delayed this many seconds, against local disk",
+    )
     parser.add_argument("--tiny", action="store_true", help="CI smoke run: 2,000 and 8,000 rows, a small S3 catalog")
     parser.add_argument("--output", default="scale.json", help="JSON results file (a .md table is written beside)")
     parser.add_argument("--work-dir", help="keep generated images, manifests and artifacts here and reuse them")
@@ -154,23 +169,34 @@ class DriverSampler:
         return {"driver_user_seconds": round(user, 2), "driver_system_seconds": round(system, 2)}
 
 
-def score_command(catalog: str, model: str, output: str, args: argparse.Namespace) -> list[str]:
-    """The public command on an empty output: an unfinished run left there would be resumed, and
-    a resumed run scores only the rows it lacks."""
-    shutil.rmtree(output, ignore_errors=True)
+def score_command(
+    catalog: str, model: str, output: str, args: argparse.Namespace, fresh: bool = True, *settings: str
+) -> list[str]:
+    """The public command, on an empty output unless `fresh` is false: an unfinished run left
+    there would be resumed, and a resumed run scores only the rows it lacks."""
+    if fresh:
+        shutil.rmtree(output, ignore_errors=True)
     command = [sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", model, "--output", output]
-    command += ["--config", args.config, "--set", "predict.overwrite=true"]
+    command += ["--config", args.config]
+    for setting in ("predict.overwrite=true",) * fresh + settings:
+        command += ["--set", setting]
     for override in args.set:
         command += ["--set", override]
     return command
 
 
-def run_driver(command: list[str], log_path: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs the scoring command as its own process, with its own embedded Ray (RAY_ADDRESS unset)."""
+def driver_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's environment: its own embedded Ray (RAY_ADDRESS unset)."""
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra_env or {})
+    return env
+
+
+def run_driver(command: list[str], log_path: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs the scoring command as its own process and samples it."""
+    env = driver_env(extra_env)
     with open(log_path, "w") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -250,7 +276,8 @@ class CountingMotoServer:
     """moto's S3 server on loopback behind a WSGI wrapper that records every request's method,
     kind and key, the way the server sees them: no client or product code is touched."""
 
-    def __init__(self) -> None:
+    def __init__(self, get_latency: float = 0.0) -> None:
+        self.get_latency = get_latency  # seconds before answering each image GET, as a far S3 would
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -259,8 +286,11 @@ class CountingMotoServer:
         def counted(environ, start_response):
             method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
             query = environ.get("QUERY_STRING", "")
+            kind = request_kind(method, path, query)
             with self._lock:
-                self.requests.append((request_kind(method, path, query), path))
+                self.requests.append((kind, path))
+            if kind == "GET" and path.endswith(".png") and self.get_latency:
+                time.sleep(self.get_latency)
             return app(environ, start_response)
 
         return counted
@@ -302,6 +332,15 @@ def request_kind(method: str, path: str, query: str) -> str:
     return method
 
 
+def tree_keys(images: list[str], args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    blobs = [open(path, "rb").read() for path in images]
+    return [
+        (f"catalog/{prefix_name(prefix)}/{key:05d}.png", blobs[(prefix * args.s3_keys_per_prefix + key) % len(blobs)])
+        for prefix in range(args.s3_prefixes)
+        for key in range(args.s3_keys_per_prefix)
+    ]
+
+
 def upload_tree(endpoint: str, env: dict[str, str], bucket: str, images: list[str], args: argparse.Namespace) -> int:
     """`<catalog>/<label>/<shard>/<key>.png`: the issue's prefixes are the shards, spread over the
     model's few labels. Not one label per prefix: evaluating 1,000 classes costs the driver far more
@@ -318,12 +357,7 @@ def upload_tree(endpoint: str, env: dict[str, str], bucket: str, images: list[st
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
     client.create_bucket(Bucket=bucket)
-    blobs = [open(path, "rb").read() for path in images]
-    keys = [
-        (f"catalog/{prefix_name(prefix)}/{key:05d}.png", blobs[(prefix * args.s3_keys_per_prefix + key) % len(blobs)])
-        for prefix in range(args.s3_prefixes)
-        for key in range(args.s3_keys_per_prefix)
-    ]
+    keys = tree_keys(images, args)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]), keys))
     return len(keys)
@@ -333,10 +367,10 @@ def prefix_name(index: int) -> str:
     return f"{CLASS_NAMES[index % len(CLASS_NAMES)]}/s{index:04d}"
 
 
-def s3_scenario(args: argparse.Namespace, work: str, model: str) -> dict[str, Any]:
+def s3_scenario(args: argparse.Namespace, work: str, model: str, get_latency: float = 0.0) -> dict[str, Any]:
     """Scores the S3 folder catalog (model and output stay local) and counts the run's requests."""
     images = make_images(os.path.join(work, "images"), args.images)
-    server = CountingMotoServer()
+    server = CountingMotoServer(get_latency)
     endpoint = server.start()
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -348,7 +382,7 @@ def s3_scenario(args: argparse.Namespace, work: str, model: str) -> dict[str, An
         log(f"uploading {args.s3_prefixes} prefixes x {args.s3_keys_per_prefix} keys to moto")
         keys = upload_tree(endpoint, env, "scale-bench", images, args)
         server.take()
-        output = os.path.join(work, "out-s3")
+        output = os.path.join(work, f"out-s3-{get_latency}")
         log(f"scoring s3://scale-bench/catalog ({keys:,} keys)")
         run = run_driver(score_command("s3://scale-bench/catalog", model, output, args), output + ".log", env)
         requests = server.take()
@@ -356,7 +390,33 @@ def s3_scenario(args: argparse.Namespace, work: str, model: str) -> dict[str, An
         server.stop()
     run.update(rows_written(output))
     run["rows_lost"] = keys != run["rows_out"] or keys != run["unique_ids_out"]
+    run["images_per_second"] = run_figures(output)["images_per_second"]
     return {"prefixes": args.s3_prefixes, "keys": keys, "rows_in": keys, **run, **request_counts(requests, keys)}
+
+
+def latency_scenario(args: argparse.Namespace, work: str, model: str) -> dict[str, Any]:
+    """The S3 folder catalog with every image GET answered after `--s3-get-latency` seconds,
+    against the same tree on local disk: the throughput ratio shows whether fetching overlaps."""
+    images = make_images(os.path.join(work, "images"), args.images)
+    root = os.path.join(work, "tree")
+    for key, blob in tree_keys(images, args):
+        path = os.path.join(root, key)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(blob)
+    output = os.path.join(work, "out-tree-local")
+    log(f"scoring the same tree from local disk ({root}/catalog)")
+    local = run_driver(score_command(os.path.join(root, "catalog"), model, output, args), output + ".log")
+    local["images_per_second"] = run_figures(output)["images_per_second"]
+    slow = s3_scenario(args, work, model, args.s3_get_latency)
+    ratio = slow["images_per_second"] / local["images_per_second"] if local["images_per_second"] else None
+    return {
+        "get_latency_seconds": args.s3_get_latency,
+        "local": local,
+        "s3": slow,
+        "throughput_ratio": round(ratio, 3) if ratio else None,
+    }
 
 
 def request_counts(requests: list[tuple[str, str]], keys: int) -> dict[str, Any]:
@@ -380,6 +440,102 @@ def request_counts(requests: list[tuple[str, str]], keys: int) -> dict[str, Any]
     }
 
 
+def run_figures(output: str) -> dict[str, Any]:
+    """What the job's own run.json says: counts and its throughput over the scoring phase."""
+    import json
+
+    with open(os.path.join(output, "run.json")) as handle:
+        manifest = json.load(handle)
+    return {
+        "status": manifest["status"],
+        "counts": manifest.get("counts"),
+        "images_per_second": (manifest.get("timings") or {}).get("images_per_second"),
+    }
+
+
+def duckdb_counts(directory: str) -> dict[str, int]:
+    """`count(*)` and `count(distinct image_id)` over the prediction files, by DuckDB."""
+    import duckdb
+
+    total, distinct = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT image_id) FROM read_parquet('{directory}/*.parquet')"
+    ).fetchone()
+    return {"duckdb_count": int(total), "duckdb_count_distinct": int(distinct)}
+
+
+def rows_on_disk(directory: str, seen: dict[str, int]) -> int:
+    """Rows in the committed prediction files, reading each new file's footer once."""
+    import pyarrow.parquet as pq
+
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.endswith(".parquet") and name not in seen:
+                seen[name] = pq.read_metadata(os.path.join(directory, name)).num_rows
+    return sum(seen.values())
+
+
+def kill_scenario(args: argparse.Namespace, work: str, model: str, rows: int) -> dict[str, Any]:
+    """SIGKILLs the driver's whole process group (its embedded Ray too) once `--kill-at` of the
+    rows are in files, then reruns the same command into the same output, which resumes."""
+    import signal
+
+    images = make_images(os.path.join(work, "images"), args.images)
+    manifest = write_manifest(os.path.join(work, f"manifest-{rows}.parquet"), rows, images)
+    output = os.path.join(work, f"out-kill-{rows}")
+    directory = os.path.join(output, "predictions")
+    log(f"scoring {rows:,} rows, to be killed at {args.kill_at:.0%}")
+    with open(output + "-killed.log", "w") as killed_log:
+        victim = subprocess.Popen(
+            score_command(manifest, model, output, args),
+            cwd=REPO,
+            env=driver_env(),
+            stdout=killed_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        seen: dict[str, int] = {}
+        while rows_on_disk(directory, seen) < args.kill_at * rows and victim.poll() is None:
+            time.sleep(0.5)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    at_kill = rows_on_disk(directory, seen)
+    log(f"killed with {at_kill:,} rows in {len(seen)} files; rerunning")
+    rerun = run_driver(score_command(manifest, model, output, args, False), output + "-rerun.log")
+    figures = run_figures(output)
+    counts = figures["counts"] or {}
+    return {
+        "rows_in": rows,
+        "rows_in_files_at_kill": at_kill,
+        "largest_file_rows": max(seen.values(), default=0),
+        "rerun": rerun,
+        **figures,
+        # Rows the rerun found in files beyond those seen at the kill were written in the moments
+        # between the last poll and the kill; scored twice are only rows in blocks in flight.
+        "resumed": counts.get("resumed"),
+        "scored_by_rerun": counts.get("scored_this_run"),
+        **duckdb_counts(directory),
+    }
+
+
+def incremental_scenario(args: argparse.Namespace, work: str, model: str, rows: int) -> dict[str, Any]:
+    """Two scheduled (incremental) runs over the same manifest: the first scores everything, the
+    second finds nothing new or changed. The second is the no-change night the issue times."""
+    images = make_images(os.path.join(work, "images"), args.images)
+    manifest = write_manifest(os.path.join(work, f"manifest-{rows}.parquet"), rows, images)
+    root = os.path.join(work, f"scheduled-{rows}")
+    shutil.rmtree(root, ignore_errors=True)
+    nights = []
+    for night in ("first", "no_change"):
+        log(f"incremental night '{night}' over {rows:,} rows")
+        command = score_command(manifest, model, root, args, False, "predict.incremental=true")
+        nights.append(run_driver(command, os.path.join(work, f"scheduled-{rows}-{night}.log")))
+    import json
+
+    with open(os.path.join(root, "current", "current.json")) as handle:
+        view = json.load(handle)
+    return {"rows_in": rows, "first": nights[0], "no_change": nights[1], "view_rows": view.get("rows")}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -395,6 +551,34 @@ def verdicts(figures: dict[str, Any], s3: dict[str, Any] | None) -> dict[str, An
         bound = max(s3["prefixes"], s3["lists_needed_by_one_flat_listing"]) + 1
         checks["s3_lists"] = {"value": s3["lists"], "target": bound, "met": s3["lists"] <= bound}
         checks["s3_heads"] = {"value": s3["heads"], "target": 0, "met": s3["heads"] == 0}
+    return checks
+
+
+def scenario_verdicts(results: dict[str, Any]) -> dict[str, Any]:
+    """The kill, no-change night and slow-S3 figures beside their targets."""
+    checks: dict[str, Any] = {}
+    night = results.get("incremental")
+    if night:
+        wall = night["no_change"]["wall_seconds"]
+        cpu = round(night["no_change"]["driver_cpu_seconds"] / (night["rows_in"] / 1e6), 2)
+        for name, value in (
+            ("no_change_night_wall_seconds", wall),
+            ("no_change_night_driver_cpu_seconds_per_million_rows", cpu),
+        ):
+            checks[name] = {"value": value, "target": TARGETS[name], "met": value <= TARGETS[name]}
+    kill = results.get("kill")
+    if kill:
+        exact = kill["duckdb_count"] == kill["duckdb_count_distinct"] == kill["rows_in"]
+        checks["killed_run_rows_exactly_once"] = {
+            "value": kill["duckdb_count"],
+            "target": kill["rows_in"],
+            "met": exact,
+        }
+    latency = results.get("latency")
+    if latency and latency["throughput_ratio"] is not None:
+        name = "s3_slow_get_throughput_ratio"
+        ratio = latency["throughput_ratio"]
+        checks[name] = {"value": ratio, "target": TARGETS[name], "met": ratio >= TARGETS[name]}
     return checks
 
 
@@ -431,6 +615,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"wall {s3['wall_seconds']} s, driver {s3['driver_cpu_seconds']} CPU-s, "
             f"peak RSS {s3['driver_peak_rss_mb']} MB, rows out {s3['rows_out']:,}.",
         ]
+    extra = {key: check for key, check in results["targets"].items() if key not in results["slopes"]}
+    if extra:
+        lines += ["", "| scenario figure | measured | target | |", "|---|---|---|---|"]
+        for name, check in extra.items():
+            lines.append(f"| {name} | {check['value']} | {check['target']} | {'met' if check['met'] else 'missed'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -469,14 +658,22 @@ def main(argv: list[str] | None = None) -> int:
         results["slopes"] = slopes(results["runs"])
         if args.s3:
             results["s3"] = s3_scenario(args, work, model)
-        results["targets"] = verdicts(results["slopes"], results.get("s3"))
+        largest = max((int(value) for value in args.rows.split(",") if value.strip()), default=0)
+        if args.kill_at and largest:
+            results["kill"] = kill_scenario(args, work, model, largest)
+        if args.incremental and largest:
+            results["incremental"] = incremental_scenario(args, work, model, largest)
+        if args.s3_get_latency:
+            results["latency"] = latency_scenario(args, work, model)
+        results["targets"] = {**verdicts(results["slopes"], results.get("s3")), **scenario_verdicts(results)}
         results["summary"] = summary_line(results)
         common.finish(results, started, args.output)
         with open(os.path.splitext(args.output)[0] + ".md", "w") as handle:
             handle.write(markdown(results))
     scenarios = results["runs"] + ([results["s3"]] if args.s3 else [])
     failed = [run for run in scenarios if run["exit_code"] != 0 or run["rows_lost"]]
-    return 1 if failed else 0
+    kill_check = results["targets"].get("killed_run_rows_exactly_once")
+    return 1 if failed or (kill_check and not kill_check["met"]) else 0
 
 
 if __name__ == "__main__":

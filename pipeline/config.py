@@ -158,9 +158,11 @@ class PredictConfig:
     # or 0.5 for artifacts without one.
     low_confidence_threshold: float | None = None
     max_bad_fraction: float = 0.05
-    rows_per_file: int = 50_000
-    # ...or fewer, when this many seconds pass first: a killed run loses at most this much work.
-    seconds_per_file: float = 10.0
+    # Rows per prediction file, at most. A file is one scoring block, written by the worker that
+    # scored it, so a killed run loses at most the blocks in flight. Blocks grow from
+    # data.rows_per_block to this size on big catalogs, keeping 8 or more per actor: fewer blocks
+    # cost the driver less (benchmarks/scale.py).
+    rows_per_file: int = 4096
     engine: str = "auto"
     # Inference threads per actor. With one actor, decode tasks run beside it and 2 threads pay
     # off; with several CPU actors each decodes its own images, so 1 thread per actor avoids
@@ -181,7 +183,6 @@ class PredictConfig:
         )
         _check(0 <= self.max_bad_fraction <= 1, "predict.max_bad_fraction", self.max_bad_fraction, "0..1")
         _check(self.rows_per_file > 0, "predict.rows_per_file", self.rows_per_file, "> 0")
-        _check(self.seconds_per_file > 0, "predict.seconds_per_file", self.seconds_per_file, "> 0")
         _check(self.engine in ENGINES, "predict.engine", self.engine, ", ".join(ENGINES))
         _check(self.threads_per_actor > 0, "predict.threads_per_actor", self.threads_per_actor, "a positive integer")
 

@@ -1,11 +1,13 @@
 """Batch scoring driver: catalog on workers → decode → `Predictor` actor pool → Parquet predictions, resumable.
 
-The catalog is listed or read on workers (`source.py`) and kept in the object store. Predictions
-stream back to the driver, which writes them in files of `rows_per_file` rows, each made visible
-atomically (temporary name then rename; an S3 PUT is atomic) with its tally in the footer. A rerun
-into the same output after a crash scores only the catalog rows no file holds yet (a left-anti join
-on workers), so every catalog row ends up exactly once, and at most the rows in flight at the crash
-are scored twice.
+The catalog is listed or read on workers (`source.py`) and kept in the object store. Workers
+write the predictions: one file per scoring block (at most `predict.rows_per_file` rows), made
+visible atomically (temporary name then rename; an S3 PUT is atomic), its tally in the footer, its
+name derived from its rows so a retried write replaces rather than duplicates. The driver receives
+one small row per file (name, rows, tally) and holds no prediction. A rerun into the same output
+after a crash scores only the catalog rows no file holds yet (a left-anti join on workers), so
+every catalog row ends up exactly once, and at most the blocks in flight at the crash are scored
+twice.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ from pipeline.score.predictions import (
     EVALUATION_DIR,
     PREDICTIONS_DIR,
     RUN_FILE,
-    PredictionWriter,
     prediction_files,
     read_run,
     read_tally,
+    write_batch,
     write_run,
 )
 from pipeline.score.predictor import Predictor
 from pipeline.score.source import FINGERPRINT, CatalogSource, catalog_dataset, describe_catalog, join_partitions
+from pipeline.score.tally import Tally
 from pipeline.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -121,7 +124,8 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     started_at, started = datetime.now(UTC), time.perf_counter()
     catalog, rows_in = _read_catalog(plan)
-    resumed = _resumed_rows(plan)
+    earlier = _earlier_tally(plan)
+    resumed = earlier.rows
     manifest = RunManifest(
         run_id=run_id,
         status="running",
@@ -136,9 +140,12 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
     write_run(plan.output_uri, manifest)
     pending = _not_yet_scored(plan, catalog, rows_in) if resumed else catalog
     logger.info("run %s: %d catalog rows, %d already scored", run_id, rows_in, resumed)
-    scored_this_run = _write_predictions(plan, pending, run_id)
+    written = _write_predictions(plan, pending, run_id)
+    scored_this_run = written.rows
     seconds = time.perf_counter() - started
-    evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold)
+    evaluation = evaluate_output(
+        plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold, earlier.add(written)
+    )
     counts = RunCounts(
         rows_in=rows_in,
         rows_out=evaluation.rows,
@@ -194,17 +201,15 @@ def _repeated(counts: pa.Table) -> pa.Table:
     return counts.filter(pc.greater(counts.column(counts.column_names[-1]), 1))
 
 
-def _resumed_rows(plan: ScoringPlan) -> int:
-    """Rows an earlier, unfinished run wrote, from the files' footers; refuses another model's."""
-    if not prediction_files(plan.output_uri):
-        return 0
+def _earlier_tally(plan: ScoringPlan) -> Tally:
+    """What an earlier, unfinished run wrote, from the files' footers; refuses another model's."""
     tally = read_tally(plan.output_uri, list(plan.card.class_names))
     if tally.model_versions - {plan.card.version}:
         raise ValueError(
             f"output {plan.output_uri!r} holds predictions of model version(s) {sorted(tally.model_versions)}, "
             f"not {plan.card.version}; choose a new --output or pass --set predict.overwrite=true"
         )
-    return tally.rows
+    return tally
 
 
 def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset, rows: int) -> ray.data.Dataset:
@@ -218,24 +223,34 @@ def _not_yet_scored(plan: ScoringPlan, catalog: ray.data.Dataset, rows: int) -> 
     return materialized
 
 
-def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str) -> int:
-    """Streams the pending rows through the pipeline into prediction files; returns rows written."""
-    predict, resources = plan.config.predict, plan.config.resources
-    writer = PredictionWriter(
-        storage.join(plan.output_uri, PREDICTIONS_DIR),
-        plan.schema,
-        predict.rows_per_file,
-        run_id,
-        predict.seconds_per_file,
+def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str) -> Tally:
+    """Streams the pending rows through the pipeline into prediction files written by workers;
+    returns the sum of the files' tallies."""
+    written = Tally(len(plan.card.class_names))
+    if not pending.count():
+        return written
+    resources = plan.config.resources
+    files = build_dataset(plan, pending, run_id).map_batches(
+        write_batch,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
+        batch_format="pyarrow",
+        batch_size=None,  # one file per scoring block
+        # No CPU asked: the actors may hold every CPU (a small node), and a write waiting for one
+        # would wait for ever. The pool is capped instead; a write is mostly encoding and a PUT.
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=max(2, int(resources.actors))),
+        fn_kwargs={
+            "directory_uri": storage.join(plan.output_uri, PREDICTIONS_DIR),
+            "schema": plan.schema,
+            "run_id": run_id,
+        },
     )
-    if pending.count():
-        dataset = build_dataset(plan, pending, run_id)
-        with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                writer.add(table)
-                watchdog.beat()
-    writer.flush()
-    return writer.rows
+    with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
+        for batch in files.iter_batches(batch_size=None, batch_format="pyarrow"):
+            assert isinstance(batch, pa.Table)
+            for tally in batch.column("tally").to_pylist():
+                written.add(Tally.from_json(tally))
+            watchdog.beat()
+    return written
 
 
 def _problems(counts: RunCounts, max_bad_fraction: float) -> tuple[str, ...]:
@@ -249,12 +264,25 @@ def _problems(counts: RunCounts, max_bad_fraction: float) -> tuple[str, ...]:
     return tuple(problems)
 
 
+def block_rows(total: int, actors: int, rows_per_block: int, rows_per_file: int) -> int:
+    """Rows per scoring block: `rows_per_block`, grown on big catalogs while every actor keeps 8 or
+    more blocks (for overlap and balance), up to `rows_per_file`, since a block is one file.
+
+    The driver pays a little per block (Ray Data schedules each through every stage), so on a
+    catalog of millions the larger blocks are what keep its CPU per row low.
+    """
+    wanted = -(-total // (8 * max(actors, 1)))
+    return max(1, min(rows_per_file, max(rows_per_block, wanted)))
+
+
 def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray.data.Dataset:
     """The Ray Data pipeline: catalog blocks → decode → a pool of `Predictor` actors.
 
     Shaped by measurements on 2 cores (MobileNetV2 224 px, 2,000 600×600 JPEGs; benchmarks/):
     - The catalog's blocks are cut even on workers (`repartition`, materialized before the actors
       start), at least one per actor, so every actor has work and no block is a whole listing.
+      Each block becomes one prediction file (`block_rows`). Images are decoded `batch_size` at a
+      time, so a large block never holds all its pixels at once.
     - With several CPU actors, decoding asks for the actors' own resources so Ray Data fuses it
       into them: each actor reads, decodes and scores its blocks, with no decode tasks competing
       for the cores and no decoded pixels crossing the object store. One actor (or a GPU actor)
@@ -270,7 +298,7 @@ def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray
         "in them" if fused else "in separate tasks",
     )
     total = rows.count()
-    blocks = min(10_000, max(-(-total // data.rows_per_block), min(total, actors), 1))
+    blocks = max(-(-total // block_rows(total, actors, data.rows_per_block, predict.rows_per_file)), min(total, actors))
     if FINGERPRINT in (rows.schema().names if rows.schema() else []):
         rows = rows.drop_columns([FINGERPRINT])
     # Cut the blocks before any actor starts: once the actors hold their CPUs (all of them, on a
@@ -280,6 +308,7 @@ def build_dataset(plan: ScoringPlan, rows: ray.data.Dataset, run_id: str) -> ray
     dataset: ray.data.Dataset = rows.map_batches(
         images.decode_batch,  # type: ignore[arg-type]  # Ray's stubs know no keyword arguments
         batch_format="numpy",
+        batch_size=predict.batch_size,
         num_cpus=resources.cpus_per_actor if fused else 1,
         fn_kwargs={
             "image_size": spec.image_size,

@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline import reports, storage
 from pipeline.records import EvaluationSummary, ModelCard, ReviewFigures
 from pipeline.score.predictions import EVALUATION_DIR, read_tally, write_summary
+from pipeline.score.tally import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +26,19 @@ class Evaluated:
     headline: dict[str, Any] | None = None
 
 
-def evaluate_output(output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float) -> Evaluated:
-    """Sums the tallies in the prediction files' footers and, when labels exist, writes `evaluation/`.
+def evaluate_output(
+    output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float, tally: Tally | None = None
+) -> Evaluated:
+    """Evaluates the output from the sum of its files' tallies; when labels exist, writes `evaluation/`.
 
-    No prediction is read back: a catalog of any size costs the driver one footer per file. Rows
-    with an error and rows whose label the model does not know are counted and reported, never
+    No prediction is read back. The scoring driver passes the tally it summed from the workers'
+    reports and the earlier files' footers; without one, every file's footer is read. Rows with
+    an error and rows whose label the model does not know are counted and reported, never
     silently mixed into the metrics.
     """
     class_names = list(card.class_names)
-    tally = read_tally(output_uri, class_names)
+    if tally is None:
+        tally = read_tally(output_uri, class_names)
     if tally.evaluated_rows == 0 and not tally.unknown_labels:
         return Evaluated(tally.rows, tally.error_rows)
     if tally.unknown_labels:

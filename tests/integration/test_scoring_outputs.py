@@ -22,7 +22,7 @@ from tests.factories import blended_catalog, make_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8", "predict.seconds_per_file=600"]
+CONFIG = ["resources.cpus_per_actor=0.5", "predict.batch_size=8"]
 INCREMENTAL = ["predict.incremental=true"]
 
 

@@ -69,7 +69,6 @@ RANGES = [
     ("predict.low_confidence_threshold", [-0.01, 1.01], [None, 0, 1], "0..1"),
     ("predict.max_bad_fraction", [-0.01, 1.01], [0, 1], "0..1"),
     ("predict.rows_per_file", [0], [1], "> 0"),
-    ("predict.seconds_per_file", [0], [0.01], "> 0"),
     ("predict.engine", ["tpu"], ["auto", "onnx", "keras"], "auto, onnx, keras"),
     ("predict.threads_per_actor", [0], [1], POSITIVE),
 ]

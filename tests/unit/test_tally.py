@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
 from pipeline.schema import prediction_schema
-from pipeline.score.predictions import PredictionWriter, read_tally
+from pipeline.score.predictions import prediction_file_name, read_tally, write_batch
 from pipeline.score.rows import RowContext, prediction_table
 from pipeline.score.tally import FOOTER_KEY, MISTAKES_KEPT, Tally, tally_table
 
@@ -105,22 +106,45 @@ def test_summed_file_tallies_equal_scikit_learn_on_all_rows(seed):
     assert pa  # the tables above are Arrow throughout
 
 
-def test_the_writer_commits_each_files_tally_in_its_footer_and_the_reader_sums_footers_only(tmp_path):
+def test_each_written_file_commits_its_tally_in_its_footer_and_the_reader_sums_footers_only(tmp_path):
     table = scored_rows(7, count=300)
     schema = prediction_schema(list(CLASSES))
-    writer = PredictionWriter(str(tmp_path / "predictions"), schema, rows_per_file=120, run_id="r")
-    for start in range(0, table.num_rows, 50):
-        writer.add(table.slice(start, 50))
-    writer.flush()
+    directory = str(tmp_path / "predictions")
+    reports = [write_batch(table.slice(start, 120), directory, schema, "r") for start in range(0, 300, 120)]
     files = sorted((tmp_path / "predictions").glob("*.parquet"))
-    assert len(files) == 2  # 150 rows each: a file is cut at the first add that reaches 120
-    for path in files:
+    assert len(files) == 3 and [r.column("rows")[0].as_py() for r in reports] == [120, 120, 60]
+    for path, report in zip(files, sorted(reports, key=lambda r: r.column("name")[0].as_py())):
         footer = pq.read_metadata(path).metadata
+        assert path.name == report.column("name")[0].as_py()
+        assert footer[FOOTER_KEY] == report.column("tally")[0].as_py()  # the driver sums what is committed
         assert Tally.from_json(footer[FOOTER_KEY]).rows == pq.read_metadata(path).num_rows
     summed = read_tally(str(tmp_path), list(CLASSES))
     whole = tally_table(table, list(CLASSES))
     assert_same_metrics(summed.metrics(list(CLASSES)), whole.metrics(list(CLASSES)))
     assert (summed.rows, summed.error_rows, summed.review_rows) == (whole.rows, whole.error_rows, whole.review_rows)
+    skipped = read_tally(str(tmp_path), list(CLASSES), skip=frozenset({files[0].name}))
+    assert skipped.rows == 300 - pq.read_metadata(files[0]).num_rows
+
+
+def test_a_retried_write_replaces_its_file_and_another_block_gets_another_name(tmp_path):
+    """The name comes from the rows: a task Ray retries after its PUT rewrites the same file."""
+    table = scored_rows(5, count=50)
+    schema = prediction_schema(list(CLASSES))
+    directory = str(tmp_path / "predictions")
+    first = write_batch(table, directory, schema, "r").column("name")[0].as_py()
+    again = write_batch(table, directory, schema, "r").column("name")[0].as_py()
+    other = write_batch(table.slice(1), directory, schema, "r").column("name")[0].as_py()
+    assert first == again != other and first.startswith("part-r-")
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == sorted({first, other})
+    ids = table.column("image_id").to_pylist()
+    assert prediction_file_name("r", pa.array(["ab", "c"])) != prediction_file_name("r", pa.array(["a", "bc"]))
+    assert prediction_file_name("r", pa.array(ids)) == first
+
+
+def test_an_empty_block_writes_no_file(tmp_path):
+    schema = prediction_schema(list(CLASSES))
+    report = write_batch(scored_rows(1, count=10).slice(0, 0), str(tmp_path / "p"), schema, "r")
+    assert report.num_rows == 0 and not (tmp_path / "p").exists()
 
 
 def test_a_file_without_a_tally_is_tallied_from_its_rows(tmp_path):
