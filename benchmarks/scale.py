@@ -457,9 +457,9 @@ def duckdb_counts(directory: str) -> dict[str, int]:
     """`count(*)` and `count(distinct image_id)` over the prediction files, by DuckDB."""
     import duckdb
 
-    total, distinct = duckdb.sql(
+    ((total, distinct),) = duckdb.sql(
         f"SELECT count(*), count(DISTINCT image_id) FROM read_parquet('{directory}/*.parquet')"
-    ).fetchone()
+    ).fetchall()
     return {"duckdb_count": int(total), "duckdb_count_distinct": int(distinct)}
 
 
