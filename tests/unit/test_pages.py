@@ -108,7 +108,8 @@ window.addEventListener("load", () => {
   const fields = [...document.querySelectorAll("[data-field]")].map((element) => ({
     field: element.dataset.field, value: element.dataset.value, model: element.dataset.model || null,
     text: element.textContent}));
-  const links = [...document.querySelectorAll("a")].map((link) => link.href);
+  const links = [...document.querySelectorAll("a")].map((link) => ({href: link.href,
+    written: link.getAttribute("href")}));
   const pre = document.createElement("pre");
   pre.id = "check";
   pre.textContent = JSON.stringify({images, fields, links});
@@ -177,7 +178,10 @@ def test_the_comparison_page_shows_both_models_figures_and_links_their_reports(p
     for name in runs:
         shown = {field["field"] for field in seen["fields"] if field["model"] == name}
         assert {"metrics.accuracy", "metrics.macro.f1"} | {f"metrics.per_class.{i}.f1" for i in range(3)} <= shown
-    assert seen["links"] == [f"file://{runs[name][0]}/evaluation/report.html" for name in runs]
+    assert [link["href"] for link in seen["links"]] == [
+        f"file://{runs[name][0]}/evaluation/report.html" for name in runs
+    ]
+    assert [link["written"] for link in seen["links"]] == [f"scores/{name}/evaluation/report.html" for name in runs]
 
 
 def test_a_copied_report_links_nothing_of_the_catalog_and_shows_placeholders_for_bad_images(pages):
