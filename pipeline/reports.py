@@ -67,27 +67,31 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str)
     return _png(figure)
 
 
-def reliability_png(bin_count: np.ndarray, bin_confidence: np.ndarray, bin_correct: np.ndarray, title: str) -> bytes:
-    """Accuracy against mean confidence per confidence bin (the diagonal is perfect calibration),
-    with each bin's share of rows, so a reader sees where the model is over- or under-confident."""
-    count = np.asarray(bin_count, dtype=np.float64)
-    used = count > 0
-    edges = np.linspace(0.0, 1.0, len(count) + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    figure = Figure(figsize=(5, 5))
-    axis = figure.subplots()
-    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
-    width = edges[1] - edges[0]
-    accuracy = np.divide(bin_correct, count, out=np.zeros_like(count), where=used)
-    confidence = np.divide(bin_confidence, count, out=np.zeros_like(count), where=used)
-    axis.bar(centres[used], accuracy[used], width=width * 0.9, alpha=0.6, label="accuracy in bin")
-    axis.plot(confidence[used], accuracy[used], marker="o", color="C1", label="mean confidence → accuracy")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1)
-    axis.set_xlabel("confidence (calibrated, as scored)")
-    axis.set_ylabel("accuracy")
-    axis.legend(loc="upper left")
-    axis.set_title(title)
+def reliability_png(series: Sequence[tuple[str, dict[str, Any]]], title: str) -> bytes:
+    """One reliability diagram per named set of calibration bins (count, confidence_sum, correct):
+    accuracy against mean confidence per bin, the diagonal being perfect calibration, so a reader
+    sees where the model is over- or under-confident, and what calibration changed."""
+    figure = Figure(figsize=(4.5 * len(series), 4.8))
+    axes = figure.subplots(1, len(series), squeeze=False)[0]
+    for axis, (name, bins) in zip(axes, series):
+        count = np.asarray(bins["count"], dtype=np.float64)
+        used = count > 0
+        edges = np.linspace(0.0, 1.0, len(count) + 1)
+        accuracy = np.divide(np.asarray(bins["correct"], dtype=np.float64), count, out=np.zeros_like(count), where=used)
+        mean = np.divide(
+            np.asarray(bins["confidence_sum"], dtype=np.float64), count, out=np.zeros_like(count), where=used
+        )
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+        axis.bar(edges[:-1][used], accuracy[used], width=np.diff(edges)[used], align="edge", alpha=0.5,
+                 edgecolor="C0", label="accuracy in bin")  # fmt: skip
+        axis.plot(mean[used], accuracy[used], marker="o", color="C1", label="mean confidence → accuracy")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{name}\n({int(count.sum())} rows)", fontsize=9)
+    axes[0].legend(loc="upper left", fontsize=8)
+    figure.suptitle(title)
     return _png(figure)
 
 
@@ -194,17 +198,16 @@ def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
     return rows + f"<tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>"
 
 
-def _calibration_rows(calibration: dict[str, Any] | None) -> str:
+def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str]) -> str:
+    drawn = "".join(f"<li>{html.escape(name)}</li>" for name in series)
+    listing = f'<p>The diagrams, left to right:</p><ul id="reliability-series">{drawn}</ul>'
     if not calibration:
-        return "<p>Training recorded no calibration for this model: probabilities are the model's own.</p>"
+        return listing + "<p>Training recorded no calibration for this model: probabilities are the model's own.</p>"
     rows = f"<tr><th>temperature</th><td>{_number(calibration.get('temperature'))}</td></tr>"
     for split in ("validation", "test"):
         before, after = calibration.get(f"{split}_ece_before"), calibration.get(f"{split}_ece_after")
         rows += f"<tr><th>{split} ECE before → after</th><td>{_number(before)} → {_number(after)}</td></tr>"
-    return (
-        "<p>What training measured on its own split, before and after temperature scaling; the diagram "
-        f"shows this catalog as scored (after).</p><table>{rows}</table>"
-    )
+    return listing + f"<p>What training measured before and after temperature scaling:</p><table>{rows}</table>"
 
 
 def report_html(
@@ -213,6 +216,7 @@ def report_html(
     review_sample: Sequence[Picture],
     figures: dict[str, str],
     calibration: dict[str, Any] | None = None,
+    reliability_series: Sequence[str] = (),
 ) -> str:
     """One page: headline metrics, per-class table with support, confusion matrix, reliability
     diagram and calibration, training curves, and thumbnails of the worst mistakes and of the
@@ -247,7 +251,7 @@ def report_html(
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th></th></tr>{rows}</table>
 <h2>Confusion matrix</h2>{figure("confusion", "confusion matrix")}
-<h2>Calibration</h2>{figure("reliability", "reliability diagram")}{_calibration_rows(calibration)}
+<h2>Calibration</h2>{figure("reliability", "reliability diagram")}{_calibration_rows(calibration, reliability_series)}
 <h2>Training curves</h2>{figure("curves", "training curves")}
 <h2>Most confident mistakes</h2>{_pictures(mistakes, "mistake")}
 <h2>Review queue (sample)</h2><p>The least confident rows sent to people (confidence below

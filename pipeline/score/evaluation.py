@@ -84,10 +84,8 @@ def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, car
         storage.join(directory, figures["confusion"]),
         reports.confusion_matrix_png(metrics["confusion_matrix"], class_names, title),
     )
-    storage.write_bytes(
-        storage.join(directory, figures["reliability"]),
-        reports.reliability_png(tally.bin_count, tally.bin_confidence, tally.bin_correct, title),
-    )
+    series = reliability_series(tally, card)
+    storage.write_bytes(storage.join(directory, figures["reliability"]), reports.reliability_png(series, title))
     curves = _training_curves(output_uri, f"{summary.model_name}: training curves")
     if curves is not None:
         storage.write_bytes(storage.join(directory, "curves.png"), curves)
@@ -96,14 +94,38 @@ def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, car
     storage.write_text(
         storage.join(directory, "report.html"),
         reports.report_html(
-            summary.to_dict(), pictures(tally.mistakes), pictures(tally.review_sample), figures, calibration
+            summary.to_dict(),
+            pictures(tally.mistakes),
+            pictures(tally.review_sample),
+            figures,
+            calibration,
+            [name for name, _ in series],
         ),
     )
 
 
+def reliability_series(tally: Tally, card: ModelCard) -> list[tuple[str, dict[str, Any]]]:
+    """This catalog's bins as scored, then, where training recorded both, its test split's bins
+    before and after temperature scaling: the scoring rows carry calibrated confidences only."""
+    series: list[tuple[str, dict[str, Any]]] = [
+        (
+            "this catalog, as scored",
+            {"count": tally.bin_count, "confidence_sum": tally.bin_confidence, "correct": tally.bin_correct},
+        )
+    ]
+    calibration = card.calibration
+    if calibration and calibration.test_reliability_before and calibration.test_reliability_after:
+        series.append(("training's test split, before calibration", calibration.test_reliability_before))
+        series.append(("training's test split, after calibration", calibration.test_reliability_after))
+    return series
+
+
 def summary_calibration(card: ModelCard) -> dict[str, Any] | None:
     """What training recorded of calibration (temperature, ECE before and after), if it did."""
-    return dataclasses.asdict(card.calibration) if card.calibration else None
+    if card.calibration is None:
+        return None
+    figures = dataclasses.asdict(card.calibration)
+    return {key: value for key, value in figures.items() if not key.startswith("test_reliability")}
 
 
 def pictures(rows: list[dict[str, Any]]) -> list[reports.Picture]:

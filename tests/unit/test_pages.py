@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from models.spec import InputSpec
+from pipeline.metrics import reliability_bins
 from pipeline.records import Calibration, ModelCard, ModelRef, RunManifest
 from pipeline.reports import _lookup
 from pipeline.schema import prediction_schema
@@ -73,7 +74,18 @@ def _scored_output(tmp_path, name: str, seed: int, uris: list[str]) -> tuple[str
         class_names=CLASSES,
         input=InputSpec(image_size=32),
         calibration=Calibration(
-            1.3, validation_ece_before=0.2, validation_ece_after=0.05, test_ece_before=0.21, test_ece_after=0.06
+            1.3,
+            validation_ece_before=0.2,
+            validation_ece_after=0.05,
+            test_ece_before=0.21,
+            test_ece_after=0.06,
+            # Only the first model's card records the test split's bins, as a card from older training would not.
+            test_reliability_before=reliability_bins(rng.uniform(0.3, 1, 40), rng.random(40) < 0.5)
+            if seed == 0
+            else None,
+            test_reliability_after=reliability_bins(rng.uniform(0.3, 1, 40), rng.random(40) < 0.6)
+            if seed == 0
+            else None,
         ),
     )
     context = RowContext(CLASSES, 2, 0.6, name, card.version, "run-1")
@@ -194,3 +206,20 @@ def test_a_copied_report_links_nothing_of_the_catalog_and_shows_placeholders_for
     for _, summary in runs.values():
         assert summary["evaluated_rows"] == 62
     assert "report.html" in open(page).read()
+
+
+def test_the_reliability_diagrams_are_before_and_after_calibration_where_training_recorded_both(pages):
+    _, runs, _ = pages
+
+    def series(name: str) -> list[str]:
+        report = open(os.path.join(runs[name][0], "evaluation", "report.html")).read()
+        listing = re.search(r'<ul id="reliability-series">(.*?)</ul>', report, re.S)
+        assert listing, name
+        return [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", listing.group(1))]
+
+    assert series("custom_cnn") == [
+        "this catalog, as scored",
+        "training's test split, before calibration",
+        "training's test split, after calibration",
+    ]
+    assert series("mobilenet_v2") == ["this catalog, as scored"]
