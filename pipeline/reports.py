@@ -295,7 +295,7 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
             elif run.summary is None:
                 cells += "<td>—</td>"
             else:
-                cells += _cell(field, _lookup(run.summary, field), run.name)
+                cells += _cell(field, summary_value(run.summary, field), run.name)
         headline += f"<tr><th>{name}</th>{cells}</tr>"
     labels: list[str] = []
     for run in runs:
@@ -336,11 +336,9 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
 """
 
 
-def _lookup(values: dict[str, Any], field: str) -> Any:
-    """The value at a dotted path ("metrics.per_class.2.f1") of a summary."""
+def summary_value(values: dict[str, Any], field: str) -> Any:
+    """The value at a dotted path of a summary ("metrics.macro.f1"); None where it has none."""
     value: Any = values
     for part in field.split("."):
-        value = value[int(part)] if isinstance(value, list) else value.get(part)
-        if value is None:
-            return None
+        value = value.get(part) if isinstance(value, dict) else None
     return value

@@ -19,7 +19,6 @@ import pytest
 from models.spec import InputSpec
 from pipeline.metrics import reliability_bins
 from pipeline.records import Calibration, ModelCard, ModelRef, RunManifest
-from pipeline.reports import _lookup
 from pipeline.schema import prediction_schema
 from pipeline.score.comparison import write_comparison_page
 from pipeline.score.evaluation import evaluate_output
@@ -156,9 +155,17 @@ def _open_in_chromium(page: str, profile) -> dict:
     return json.loads(html.unescape(found.group(1)))
 
 
+def _at(summary: dict, field: str):
+    """The test's own reading of a dotted path into summary.json, independent of the page's."""
+    value = summary
+    for part in field.split("."):
+        value = value[int(part)] if part.isdigit() else value[part]
+    return value
+
+
 def _assert_figures_equal_summary(fields: list[dict], summaries: dict[str | None, dict]) -> None:
     for shown in fields:
-        expected = _lookup(summaries[shown["model"]], shown["field"])
+        expected = _at(summaries[shown["model"]], shown["field"])
         if expected is None:
             assert shown["value"] == "null" and shown["text"] == "—", shown
         else:
