@@ -1,6 +1,6 @@
-"""Prints where each scoring run's predictions are and how accurate it was.
+"""Prints where each scoring run's predictions are and how accurate it was (--page: also an HTML comparison).
 
-python -m jobs.summarize outputs/demo/scores/custom_cnn outputs/demo/scores/mobilenet_v2
+python -m jobs.summarize outputs/demo/scores/custom_cnn outputs/demo/scores/mobilenet_v2 --page outputs/demo/index.html
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 
 from jobs import runtime
 from pipeline import storage
+from pipeline.score.comparison import write_comparison_page
 from pipeline.score.predictions import PREDICTIONS_DIR, RUN_FILE, read_run
 
 
@@ -20,6 +21,7 @@ def _figure(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.summarize", description=__doc__.split("\n")[0])
     parser.add_argument("outputs", nargs="+", help="scoring output folders")
+    parser.add_argument("--page", help="also write the comparison page (HTML) here, e.g. outputs/demo/index.html")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{_figure(headline.get('accuracy')):>9} {_figure(headline.get('macro_f1')):>9}  "
                 f"{storage.join(output, PREDICTIONS_DIR)}"
             )
+        if args.page:
+            print(f"comparison page: {write_comparison_page(args.outputs, args.page)}")
         return runtime.EXIT_OK
 
     return runtime.run(body)

@@ -28,6 +28,13 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.nd
     return count, total, hits.astype(np.int64)
 
 
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
+    """The calibration bins as JSON lists (rows, confidence sum, correct rows per bin), for a
+    record that a reliability diagram is drawn from later."""
+    count, total, hits = calibration_bins(confidence, correct)
+    return {"count": count.tolist(), "confidence_sum": total.tolist(), "correct": hits.tolist()}
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
     """ECE with equal-width confidence bins (Guo et al. 2017); no library offers it."""
     if len(confidence) == 0:

@@ -27,6 +27,10 @@ class Calibration:
     validation_ece_after: float | None = None
     test_ece_before: float | None = None
     test_ece_after: float | None = None
+    # The test split's reliability bins (`pipeline.metrics.reliability_bins`) before and after
+    # scaling, so a report can draw both diagrams; None in cards from before they were recorded.
+    test_reliability_before: dict[str, list[float]] | None = None
+    test_reliability_after: dict[str, list[float]] | None = None
 
 
 @dataclass(frozen=True)

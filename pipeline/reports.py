@@ -1,12 +1,28 @@
-"""Pictures and pages a person reads: training curves, confusion matrix, the HTML report."""
+"""Pictures and pages a person reads: training curves, confusion matrix, reliability diagram,
+thumbnails, the evaluation report and the page comparing models.
+
+Pages are self-contained where it matters: thumbnails are embedded as data URIs, so a report copied
+elsewhere or served from S3 never links back to the catalog's own paths. Every figure a page shows
+carries `data-field` (its dotted path in summary.json) and `data-value` (the exact number), so a
+test can compare what a person sees with what was written.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend, safe on headless workers
+from PIL import Image
+
+from pipeline.images import ImageError, decode_image
+
+THUMBNAIL_SIZE = 96
 
 
 def _png(figure: Any) -> bytes:
@@ -51,48 +67,278 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], title: str)
     return _png(figure)
 
 
-def report_html(summary: dict[str, Any], mistakes: list[dict[str, Any]], confusion_png_name: str) -> str:
-    """One page: headline metrics, per-class table with support, confusion matrix, worst mistakes."""
+def reliability_png(series: Sequence[tuple[str, dict[str, Any]]], title: str) -> bytes:
+    """One reliability diagram per named set of calibration bins (count, confidence_sum, correct):
+    accuracy against mean confidence per bin, the diagonal being perfect calibration, so a reader
+    sees where the model is over- or under-confident, and what calibration changed."""
+    figure = Figure(figsize=(4.5 * len(series), 4.8))
+    axes = figure.subplots(1, len(series), squeeze=False)[0]
+    for axis, (name, bins) in zip(axes, series):
+        count = np.asarray(bins["count"], dtype=np.float64)
+        used = count > 0
+        edges = np.linspace(0.0, 1.0, len(count) + 1)
+        accuracy = np.divide(np.asarray(bins["correct"], dtype=np.float64), count, out=np.zeros_like(count), where=used)
+        mean = np.divide(
+            np.asarray(bins["confidence_sum"], dtype=np.float64), count, out=np.zeros_like(count), where=used
+        )
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+        axis.bar(edges[:-1][used], accuracy[used], width=np.diff(edges)[used], align="edge", alpha=0.5,
+                 edgecolor="C0", label="accuracy in bin")  # fmt: skip
+        axis.plot(mean[used], accuracy[used], marker="o", color="C1", label="mean confidence → accuracy")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{name}\n({int(count.sum())} rows)", fontsize=9)
+    axes[0].legend(loc="upper left", fontsize=8)
+    figure.suptitle(title)
+    return _png(figure)
+
+
+def placeholder_png(size: int = THUMBNAIL_SIZE) -> bytes:
+    """A grey square shown where a thumbnail could not be made, so the page keeps its layout."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 200, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def thumbnail(data: bytes | ImageError, size: int = THUMBNAIL_SIZE) -> tuple[str, str | None]:
+    """A small JPEG data URI of an image's bytes, and None; or a placeholder PNG data URI and why.
+
+    Decoding goes through `decode_image`, so the product's pixel limit and EXIF handling apply to
+    the report too and a hostile image is refused before it is allocated.
+    """
+    try:
+        if isinstance(data, ImageError):
+            raise data
+        pixels = decode_image(data, size)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+        return _data_uri("image/jpeg", buffer.getvalue()), None
+    except ImageError as error:
+        return _data_uri("image/png", placeholder_png(size)), str(error)
+
+
+def _data_uri(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def png_data_uri(data: bytes) -> str:
+    return _data_uri("image/png", data)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+_STYLE = """body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}tr.low{background:#fff3cd}
+.pictures{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:10em;font-size:85%}
+figure img{display:block}.problem{color:#a00}.models{display:flex;gap:2em;flex-wrap:wrap}
+.models>section{flex:1;min-width:25em}img.figure{max-width:100%}"""
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _cell(field: str, value: Any, model: str | None = None, tag: str = "td") -> str:
+    """A table cell showing a figure, naming its summary.json path and its exact value."""
+    owner = f' data-model="{html.escape(model)}"' if model is not None else ""
+    exact = "null" if value is None else repr(value)
+    return f'<{tag} data-field="{html.escape(field)}" data-value="{html.escape(exact)}"{owner}>{_number(value)}</{tag}>'
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One row shown as a thumbnail: the image's data URI, and why it is a placeholder, if it is."""
+
+    image_uri: str
+    label: str | None
+    predicted_label: str | None
+    confidence: float
+    source: str  # data URI
+    problem: str | None = None
+
+
+def _pictures(pictures: Sequence[Picture], kind: str) -> str:
+    if not pictures:
+        return "<p>None.</p>"
+    escape = html.escape
+    figures = "".join(
+        f'<figure class="{kind}"><img src="{picture.source}" width="{THUMBNAIL_SIZE}" height="{THUMBNAIL_SIZE}"'
+        f' alt="{escape(str(picture.image_uri))}" title="{escape(str(picture.image_uri))}">'
+        f"<figcaption>true <b>{escape(str(picture.label if picture.label is not None else '—'))}</b><br>"
+        f"predicted <b>{escape(str(picture.predicted_label))}</b><br>confidence {_number(picture.confidence)}"
+        + (f'<br><span class="problem">{escape(picture.problem)}</span>' if picture.problem else "")
+        + "</figcaption></figure>"
+        for picture in pictures
+    )
+    return f'<div class="pictures">{figures}</div>'
+
+
+def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
+    metrics = summary.get("metrics", {})
+    unknown = summary.get("unknown_labels", {})
+    unknown_text = ", ".join(f"{html.escape(k)} ({v} rows)" for k, v in unknown.items()) if unknown else "none"
+    figures = [
+        ("rows evaluated", "metrics.rows", metrics.get("rows", 0)),
+        ("accuracy", "metrics.accuracy", metrics.get("accuracy")),
+        ("macro F1", "metrics.macro.f1", metrics.get("macro", {}).get("f1")),
+        ("log loss", "metrics.loss", metrics.get("loss")),
+        ("expected calibration error", "metrics.expected_calibration_error", metrics.get("expected_calibration_error")),
+        ("rows with errors (not evaluated)", "error_rows", summary.get("error_rows", 0)),
+        ("sent to review (low confidence)", "review.rows", summary.get("review", {}).get("rows", 0)),
+        ("accuracy of the rest", "review.accuracy_on_rest", summary.get("review", {}).get("accuracy_on_rest")),
+    ]
+    rows = "".join(f"<tr><th>{name}</th>{_cell(field, value, model)}</tr>" for name, field, value in figures)
+    return rows + f"<tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>"
+
+
+def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str]) -> str:
+    drawn = "".join(f"<li>{html.escape(name)}</li>" for name in series)
+    listing = f'<p>The diagrams, left to right:</p><ul id="reliability-series">{drawn}</ul>'
+    if not calibration:
+        return listing + "<p>Training recorded no calibration for this model: probabilities are the model's own.</p>"
+    rows = f"<tr><th>temperature</th><td>{_number(calibration.get('temperature'))}</td></tr>"
+    for split in ("validation", "test"):
+        before, after = calibration.get(f"{split}_ece_before"), calibration.get(f"{split}_ece_after")
+        rows += f"<tr><th>{split} ECE before → after</th><td>{_number(before)} → {_number(after)}</td></tr>"
+    return listing + f"<p>What training measured before and after temperature scaling:</p><table>{rows}</table>"
+
+
+def report_html(
+    summary: dict[str, Any],
+    mistakes: Sequence[Picture],
+    review_sample: Sequence[Picture],
+    figures: dict[str, str],
+    calibration: dict[str, Any] | None = None,
+    reliability_series: Sequence[str] = (),
+) -> str:
+    """One page: headline metrics, per-class table with support, confusion matrix, reliability
+    diagram and calibration, training curves, and thumbnails of the worst mistakes and of the
+    review queue.
+
+    Args:
+        figures: Picture name ("confusion", "reliability", "curves") → its src, beside the page or
+            a data URI; a missing name is said to be missing rather than shown broken.
+    """
     escape = html.escape
     metrics = summary.get("metrics", {})
-
-    def number(value: Any) -> str:
-        return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else escape(str(value))
-
     rows = "".join(
         f"<tr{' class=low' if row['low_support'] else ''}><td>{escape(row['label'])}</td>"
-        f"<td>{number(row['precision'])}</td><td>{number(row['recall'])}</td><td>{number(row['f1'])}</td>"
-        f"<td>{row['support']}{' (low support)' if row['low_support'] else ''}</td></tr>"
-        for row in metrics.get("per_class", [])
+        + "".join(_cell(f"metrics.per_class.{i}.{key}", row[key]) for key in ("precision", "recall", "f1"))
+        + f"{_cell(f'metrics.per_class.{i}.support', row['support'])}"
+        + f"<td>{'low support' if row['low_support'] else ''}</td></tr>"
+        for i, row in enumerate(metrics.get("per_class", []))
     )
-    mistake_rows = "".join(
-        f"<tr><td>{escape(str(m['image_uri']))}</td><td>{escape(str(m['label']))}</td>"
-        f"<td>{escape(str(m['predicted_label']))}</td><td>{number(float(m['confidence']))}</td></tr>"
-        for m in mistakes
-    )
-    unknown = summary.get("unknown_labels", {})
-    unknown_text = ", ".join(f"{escape(k)} ({v} rows)" for k, v in unknown.items()) if unknown else "none"
-    macro = metrics.get("macro", {})
+
+    def figure(name: str, alt: str) -> str:
+        if name not in figures:
+            return f"<p>No {alt} for this run.</p>"
+        return f'<img class="figure" src="{escape(figures[name])}" alt="{escape(alt)}">'
+
+    threshold = summary.get("review", {}).get("threshold")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Evaluation: {escape(summary["model_name"])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}tr.low{{background:#fff3cd}}</style></head>
+<style>{_STYLE}</style></head>
 <body><h1>Evaluation of {escape(summary["model_name"])} ({escape(summary["model_version"])})</h1>
 <p>Catalog <code>{escape(summary["catalog"])}</code>, run <code>{escape(summary["run_id"])}</code>.</p>
-<h2>Headline</h2><table>
-<tr><th>rows evaluated</th><td>{metrics.get("rows", 0)}</td></tr>
-<tr><th>accuracy</th><td>{number(metrics.get("accuracy"))}</td></tr>
-<tr><th>macro F1</th><td>{number(macro.get("f1"))}</td></tr>
-<tr><th>log loss</th><td>{number(metrics.get("loss"))}</td></tr>
-<tr><th>expected calibration error</th><td>{number(metrics.get("expected_calibration_error"))}</td></tr>
-<tr><th>rows with errors (not evaluated)</th><td>{summary.get("error_rows", 0)}</td></tr>
-<tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>
-<tr><th>sent to review (low confidence)</th><td>{summary.get("review", {}).get("rows", 0)}</td></tr>
-</table>
+<h2>Headline</h2><table>{_headline_rows(summary)}</table>
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
-<h2>Confusion matrix</h2><img src="{escape(confusion_png_name)}" alt="confusion matrix">
-<h2>Most confident mistakes</h2>
-<table><tr><th>image</th><th>true</th><th>predicted</th><th>confidence</th></tr>{mistake_rows}</table>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th></th></tr>{rows}</table>
+<h2>Confusion matrix</h2>{figure("confusion", "confusion matrix")}
+<h2>Calibration</h2>{figure("reliability", "reliability diagram")}{_calibration_rows(calibration, reliability_series)}
+<h2>Training curves</h2>{figure("curves", "training curves")}
+<h2>Most confident mistakes</h2>{_pictures(mistakes, "mistake")}
+<h2>Review queue (sample)</h2><p>The least confident rows sent to people (confidence below
+{_number(threshold)}), labelled or not.</p>{_pictures(review_sample, "review")}
 </body></html>
 """
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One scoring output as the comparison page shows it."""
+
+    name: str
+    status: str
+    summary: dict[str, Any] | None  # None: the catalog had no labels, or evaluation never ran
+    report_href: str | None
+    figures: dict[str, str]  # "confusion", "curves" → data URIs
+
+
+def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
+    """Models side by side on one held-out catalog: headline, per-class F1, confusion matrices,
+    curves, and a link to each model's own report."""
+    escape = html.escape
+    header = "".join(f"<th>{escape(run.name)}</th>" for run in runs)
+    names = [
+        ("status", None),
+        ("rows evaluated", "metrics.rows"),
+        ("accuracy", "metrics.accuracy"),
+        ("macro F1", "metrics.macro.f1"),
+        ("log loss", "metrics.loss"),
+        ("expected calibration error", "metrics.expected_calibration_error"),
+        ("rows with errors", "error_rows"),
+        ("sent to review", "review.rows"),
+    ]
+    headline = ""
+    for name, field in names:
+        cells = ""
+        for run in runs:
+            if field is None:
+                cells += f"<td>{escape(run.status)}</td>"
+            elif run.summary is None:
+                cells += "<td>—</td>"
+            else:
+                cells += _cell(field, summary_value(run.summary, field), run.name)
+        headline += f"<tr><th>{name}</th>{cells}</tr>"
+    labels: list[str] = []
+    for run in runs:
+        for row in (run.summary or {}).get("metrics", {}).get("per_class", []):
+            if row["label"] not in labels:
+                labels.append(row["label"])
+    per_class = ""
+    for label in labels:
+        cells = ""
+        for run in runs:
+            found = [
+                (i, row)
+                for i, row in enumerate((run.summary or {}).get("metrics", {}).get("per_class", []))
+                if row["label"] == label
+            ]
+            cells += (
+                _cell(f"metrics.per_class.{found[0][0]}.f1", found[0][1]["f1"], run.name) if found else "<td>—</td>"
+            )
+        per_class += f"<tr><th>{escape(label)}</th>{cells}</tr>"
+    sections = ""
+    for run in runs:
+        link = f'<p><a href="{escape(run.report_href)}">full report</a></p>' if run.report_href else "<p>No report.</p>"
+        pictures = "".join(
+            f'<h3>{title}</h3><img class="figure" src="{escape(run.figures[key])}" alt="{escape(run.name)} {title}">'
+            if key in run.figures
+            else f"<h3>{title}</h3><p>None recorded.</p>"
+            for key, title in (("confusion", "confusion matrix"), ("curves", "training curves"))
+        )
+        sections += f'<section data-model="{escape(run.name)}"><h2>{escape(run.name)}</h2>{link}{pictures}</section>'
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Comparison on {escape(catalog)}</title>
+<style>{_STYLE}</style></head>
+<body><h1>Models compared on <code>{escape(catalog)}</code></h1>
+<h2>Headline</h2><table><tr><th></th>{header}</tr>{headline}</table>
+<h2>F1 per class</h2><table><tr><th>class</th>{header}</tr>{per_class}</table>
+<div class="models">{sections}</div>
+</body></html>
+"""
+
+
+def summary_value(values: dict[str, Any], field: str) -> Any:
+    """The value at a dotted path of a summary ("metrics.macro.f1"); None where it has none."""
+    value: Any = values
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -10,9 +11,12 @@ from typing import Any
 import pandas as pd
 
 from pipeline import reports, storage
+from pipeline.images import fetch_all
 from pipeline.records import EvaluationSummary, ModelCard, ReviewFigures
-from pipeline.score.predictions import EVALUATION_DIR, read_tally, write_summary
+from pipeline.score.predictions import EVALUATION_DIR, read_run, read_tally, write_summary
 from pipeline.score.tally import Tally
+
+HISTORY_FILE = "history.json"  # beside the model card in a model artifact (pipeline/artifacts.py)
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +65,102 @@ def evaluate_output(
         metrics=tally.metrics(class_names),
     )
     write_summary(output_uri, summary)
-    _write_report(storage.join(output_uri, EVALUATION_DIR), summary, tally.mistakes)
+    _write_report(output_uri, summary, tally, card)
     return Evaluated(summary.rows, summary.error_rows, summary.headline())
 
 
-def _write_report(directory: str, summary: EvaluationSummary, mistakes: list[dict[str, Any]]) -> None:
-    """per_class.csv, the confusion matrix picture and report.html beside summary.json."""
+def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, card: ModelCard) -> None:
+    """per_class.csv, the confusion matrix, reliability diagram and training curves as PNGs, and
+    report.html beside summary.json.
+
+    The report reads only the images it shows (at most the kept mistakes and review sample), and
+    embeds them as thumbnails; an image it cannot read becomes a placeholder that says why.
+    """
+    directory = storage.join(output_uri, EVALUATION_DIR)
     metrics = summary.metrics
     buffer = io.StringIO()
     pd.DataFrame(metrics["per_class"]).to_csv(buffer, index=False)
     storage.write_text(storage.join(directory, "per_class.csv"), buffer.getvalue())
     class_names = list(metrics["labels"])
     title = f"{summary.model_name} ({summary.model_version})"
+    figures = {"confusion": "confusion_matrix.png", "reliability": "reliability.png"}
     storage.write_bytes(
-        storage.join(directory, "confusion_matrix.png"),
+        storage.join(directory, figures["confusion"]),
         reports.confusion_matrix_png(metrics["confusion_matrix"], class_names, title),
     )
+    series = reliability_series(tally, card)
+    storage.write_bytes(storage.join(directory, figures["reliability"]), reports.reliability_png(series, title))
+    curves = _training_curves(output_uri, f"{summary.model_name}: training curves")
+    if curves is not None:
+        storage.write_bytes(storage.join(directory, "curves.png"), curves)
+        figures["curves"] = "curves.png"
+    calibration = summary_calibration(card)
     storage.write_text(
         storage.join(directory, "report.html"),
-        reports.report_html(summary.to_dict(), mistakes, "confusion_matrix.png"),
+        reports.report_html(
+            summary.to_dict(),
+            pictures(tally.mistakes),
+            pictures(tally.review_sample),
+            figures,
+            calibration,
+            [name for name, _ in series],
+        ),
     )
+
+
+def reliability_series(tally: Tally, card: ModelCard) -> list[tuple[str, dict[str, Any]]]:
+    """This catalog's bins as scored, then, where training recorded both, its test split's bins
+    before and after temperature scaling: the scoring rows carry calibrated confidences only."""
+    series: list[tuple[str, dict[str, Any]]] = [
+        (
+            "this catalog, as scored",
+            {"count": tally.bin_count, "confidence_sum": tally.bin_confidence, "correct": tally.bin_correct},
+        )
+    ]
+    calibration = card.calibration
+    if calibration and calibration.test_reliability_before and calibration.test_reliability_after:
+        series.append(("training's test split, before calibration", calibration.test_reliability_before))
+        series.append(("training's test split, after calibration", calibration.test_reliability_after))
+    return series
+
+
+def summary_calibration(card: ModelCard) -> dict[str, Any] | None:
+    """What training recorded of calibration (temperature, ECE before and after), if it did."""
+    if card.calibration is None:
+        return None
+    figures = dataclasses.asdict(card.calibration)
+    return {key: value for key, value in figures.items() if not key.startswith("test_reliability")}
+
+
+def pictures(rows: list[dict[str, Any]]) -> list[reports.Picture]:
+    """Thumbnails of some prediction rows' images, fetched together; unreadable ones are placeholders."""
+    fetched = fetch_all([str(row.get("image_uri") or "") for row in rows])
+    shown = []
+    for row, data in zip(rows, fetched):
+        source, problem = reports.thumbnail(data)
+        shown.append(
+            reports.Picture(
+                image_uri=str(row.get("image_uri") or ""),
+                label=row.get("label"),
+                predicted_label=row.get("predicted_label"),
+                confidence=float(row["confidence"]),
+                source=source,
+                problem=problem,
+            )
+        )
+    return shown
+
+
+def _training_curves(output_uri: str, title: str) -> bytes | None:
+    """The curves of the per-epoch history training wrote beside the model this run scored with,
+    found through run.json's model URI; None (the report says there are none) when it cannot be
+    read or drawn."""
+    try:
+        run = read_run(output_uri)
+        if run is None:
+            return None
+        history = storage.read_json(storage.join(run.model.uri, HISTORY_FILE))
+        return reports.curves_png(history, title) if isinstance(history, list) and history else None
+    except Exception as error:  # a missing or foreign artifact costs the curves, never the report
+        logger.warning("no training curves for the report: %s", error)
+        return None

@@ -3,7 +3,9 @@
 A run's evaluation is the sum of its files' tallies, so the driver never reads predictions back:
 a footer is a few kilobytes whatever the file holds. The tally holds what the figures need and no
 more: row and error counts, the confusion matrix, the log-loss sum, calibration bins, review counts,
-labels the model does not know, and each file's most confident mistakes. Metrics computed from a
+labels the model does not know, each file's most confident mistakes, and a sample of its review
+queue (the lowest-confidence rows sent to people), so the report can show pictures of both without
+reading a row back. Metrics computed from a
 summed tally equal scikit-learn's on the whole frame (tests/unit/test_tally.py).
 """
 
@@ -22,6 +24,7 @@ from pipeline.schema import ERROR, IMAGE_URI, LABEL
 
 FOOTER_KEY = b"catalog_classifier.tally"
 MISTAKES_KEPT = 20
+REVIEW_SAMPLE_KEPT = 20  # bounded like the mistakes: a footer stays a few kilobytes
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Tally:
     unknown_labels: dict[str, int] = field(default_factory=dict)
     model_versions: set[str] = field(default_factory=set)
     mistakes: list[dict[str, Any]] = field(default_factory=list)
+    review_sample: list[dict[str, Any]] = field(default_factory=list)  # least confident review rows
 
     def __post_init__(self) -> None:
         if self.confusion.shape != (self.classes, self.classes):
@@ -63,6 +67,7 @@ class Tally:
             self.unknown_labels[label] = self.unknown_labels.get(label, 0) + count
         self.model_versions |= other.model_versions
         self.mistakes = _most_confident(self.mistakes + other.mistakes)
+        self.review_sample = _least_confident(self.review_sample + other.review_sample)
         return self
 
     def metrics(self, class_names: list[str]) -> dict[str, Any]:
@@ -89,6 +94,7 @@ class Tally:
             "unknown_labels": self.unknown_labels,
             "model_versions": sorted(self.model_versions),
             "mistakes": self.mistakes,
+            "review_sample": self.review_sample,
         }
         return json.dumps(values).encode()
 
@@ -110,6 +116,7 @@ class Tally:
             unknown_labels={str(k): int(v) for k, v in values["unknown_labels"].items()},
             model_versions=set(values["model_versions"]),
             mistakes=list(values["mistakes"]),
+            review_sample=list(values.get("review_sample", [])),  # absent from footers written before it
         )
 
 
@@ -127,6 +134,7 @@ def tally_table(table: pa.Table, class_names: list[str]) -> Tally:
     unknown = pc.filter(labels, pc.and_(labelled, pc.invert(known)))
     for entry in pc.value_counts(unknown).to_pylist():
         tally.unknown_labels[str(entry["values"])] = int(entry["counts"])
+    tally.review_sample = _review_sample(table.filter(pc.and_(ok, pc.fill_null(table.column("low_confidence"), False))))
     if pc.any(known).as_py():
         rows = table.filter(known)
         _tally_known(tally, rows, pc.filter(truth, known).to_numpy(zero_copy_only=False).astype(np.int64))
@@ -152,6 +160,14 @@ def _tally_known(tally: Tally, rows: pa.Table, truth: np.ndarray) -> None:
     tally.mistakes = [{**row, "confidence": float(confidence[i])} for row, i in zip(picked, order)]
 
 
+def _review_sample(low: pa.Table) -> list[dict[str, Any]]:
+    """The least confident rows sent to review, labelled or not: what a reviewer sees first."""
+    confidence = low.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+    order = np.argsort(confidence, kind="stable")[:REVIEW_SAMPLE_KEPT]
+    picked = low.take(pa.array(order, pa.int64())).select([IMAGE_URI, LABEL, "predicted_label"]).to_pylist()
+    return [{**row, "confidence": float(confidence[i])} for row, i in zip(picked, order)]
+
+
 def _dense(cells: list[list[int]], classes: int) -> np.ndarray:
     confusion = np.zeros((classes, classes), dtype=np.int64)
     for i, j, count in cells:
@@ -161,3 +177,7 @@ def _dense(cells: list[list[int]], classes: int) -> np.ndarray:
 
 def _most_confident(mistakes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(mistakes, key=lambda row: -row["confidence"])[:MISTAKES_KEPT]
+
+
+def _least_confident(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: row["confidence"])[:REVIEW_SAMPLE_KEPT]

@@ -25,7 +25,7 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
-from pipeline.metrics import summarize
+from pipeline.metrics import reliability_bins, summarize
 from pipeline.records import Calibration, ModelCard, OnnxExport, Review
 from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
@@ -233,12 +233,17 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
     def ece(labels: np.ndarray, probabilities: np.ndarray) -> float:
         return float(summarize(labels, probabilities, class_names)["expected_calibration_error"])
 
+    def bins(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
+        return reliability_bins(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels)
+
     calibration = Calibration(
         temperature=temperature,
         validation_ece_before=ece(val_labels, val_raw),
         validation_ece_after=ece(val_labels, val_probabilities),
         test_ece_before=ece(test_labels, test_raw),
         test_ece_after=test["expected_calibration_error"],
+        test_reliability_before=bins(test_labels, test_raw),
+        test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
     review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
     return HeldOut(test, calibration, Review(**review), probe)

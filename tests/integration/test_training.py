@@ -72,6 +72,9 @@ def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_lo
         assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
         assert os.path.getsize(os.path.join(artifact, "model.onnx")) > 0
         assert 0.05 <= card["calibration"]["temperature"] <= 20 and 0 <= card["review"]["threshold"] <= 1
+        test_images = sum(card["split"]["counts"]["test"].values())
+        for when in ("before", "after"):  # the test split's reliability bins, drawn by the scoring report
+            assert sum(card["calibration"][f"test_reliability_{when}"]["count"]) == test_images
         assert results[name]["version"] == card["version"]
         history = json.load(open(os.path.join(artifact, "history.json")))
         assert len(history) == card["epochs_run"] >= 1

@@ -140,6 +140,20 @@ def test_summarize_prints_one_line_per_run_and_refuses_a_folder_without_run_json
     assert "has no run.json" in capsys.readouterr().err
 
 
+def test_summarize_with_page_writes_the_comparison_and_prints_its_path_last(tmp_path, capsys):
+    from jobs import summarize
+
+    labelled, unlabelled = str(tmp_path / "a"), str(tmp_path / "b")
+    write_run(labelled, "custom_cnn", "completed", {"accuracy": 0.87654, "macro_f1": 0.8})
+    write_run(unlabelled, "mobilenet_v2", "failed", None)
+    page = tmp_path / "site" / "index.html"
+    assert summarize.main([labelled, unlabelled, "--page", str(page)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"comparison page: {page}"
+    text = page.read_text()
+    assert '<section data-model="custom_cnn">' in text and '<section data-model="mobilenet_v2">' in text
+    assert "failed" in text  # a run without an evaluation is shown with its status, not dropped
+
+
 @pytest.mark.parametrize("column", ["confidence", "model_version", "image"])
 def test_a_manifest_column_that_clashes_with_a_prediction_column_exits_2_naming_it(
     tmp_path, catalog, color_artifact, capsys, column

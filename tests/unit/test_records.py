@@ -29,7 +29,13 @@ CARD = ModelCard(
     input=InputSpec(64, resize_method="area"),
     weights_source="none (trained from scratch)",
     onnx=OnnxExport(file="model.onnx", max_abs_diff=1e-7, tolerance=1e-4, cpu_chunk=8),
-    calibration=Calibration(temperature=1.7, validation_ece_before=0.1, validation_ece_after=0.02),
+    calibration=Calibration(
+        temperature=1.7,
+        validation_ece_before=0.1,
+        validation_ece_after=0.02,
+        test_reliability_before={"count": [0, 2], "confidence_sum": [0.0, 1.9], "correct": [0, 1]},
+        test_reliability_after={"count": [1, 1], "confidence_sum": [0.4, 0.8], "correct": [0, 1]},
+    ),
     review=Review(threshold=0.61, target_accuracy=0.99, validation_kept_share=0.8),
     details={"best_epoch": 3, "test": {"accuracy": 0.9}, "split": {"hash": "h"}},
 )

@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precisio
 from pipeline.schema import prediction_schema
 from pipeline.score.predictions import prediction_file_name, read_tally, write_batch
 from pipeline.score.rows import RowContext, prediction_table
-from pipeline.score.tally import FOOTER_KEY, MISTAKES_KEPT, Tally, tally_table
+from pipeline.score.tally import FOOTER_KEY, MISTAKES_KEPT, REVIEW_SAMPLE_KEPT, Tally, tally_table
 
 CLASSES = ("boots", "dress", "shirt", "socks")
 
@@ -102,6 +102,13 @@ def test_summed_file_tallies_equal_scikit_learn_on_all_rows(seed):
     assert total.kept_correct == int((correct & ~low).sum())
     mistakes = rows[~correct].sort_values("confidence", ascending=False, kind="stable").head(MISTAKES_KEPT)
     assert [m["image_uri"] for m in total.mistakes] == mistakes["image_uri"].tolist()
+    review = frame[frame["error"].isna() & frame["low_confidence"]]
+    sample = review.sort_values("confidence", kind="stable").head(REVIEW_SAMPLE_KEPT)
+    assert len(sample) == REVIEW_SAMPLE_KEPT  # the bound is reached, so it is what is checked
+    assert [r["image_uri"] for r in total.review_sample] == sample["image_uri"].tolist()
+    assert [r["confidence"] for r in total.review_sample] == sample["confidence"].astype(float).tolist()
+    assert [r["label"] for r in total.review_sample] == sample["label"].tolist()  # None for unlabelled rows
+    assert [r["predicted_label"] for r in total.review_sample] == sample["predicted_label"].tolist()
     assert total.model_versions == {"v1"}
     assert pa  # the tables above are Arrow throughout
 
@@ -155,3 +162,14 @@ def test_a_file_without_a_tally_is_tallied_from_its_rows(tmp_path):
     summed = read_tally(str(tmp_path), list(CLASSES))
     assert summed.rows == 80
     assert_same_metrics(summed.metrics(list(CLASSES)), tally_table(table, list(CLASSES)).metrics(list(CLASSES)))
+
+
+def test_a_footer_written_before_the_review_sample_reads_as_an_empty_sample():
+    import json
+
+    values = json.loads(tally_table(scored_rows(4, count=50), list(CLASSES)).to_json())
+    assert values["review_sample"]  # the new footer carries it
+    del values["review_sample"]
+    old = Tally.from_json(json.dumps(values).encode())
+    assert old.review_sample == []
+    assert old.add(tally_table(scored_rows(5, count=50), list(CLASSES))).review_sample
