@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             runtime.init_ray(config.resources)
             view = score_incremental(incremental)
             print(
-                f"current view: {view['rows']} rows ({view['scored_this_run']} scored now, {view['unchanged']} "
-                f"unchanged, {view['deleted']} deleted) → {args.output}"
+                f"current view: {view.rows} rows ({view.scored_this_run} scored now, {view.unchanged} "
+                f"unchanged, {view.deleted} deleted) → {args.output}"
             )
             return runtime.EXIT_OK
         plan = prepare_scoring(args.catalog, args.model, args.output, config)

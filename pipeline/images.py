@@ -22,9 +22,11 @@ logger = logging.getLogger(__name__)
 # Pillow raises its own DecompressionBombError only at 2x its limit; we refuse at our own limit
 # from the header, before any pixel is allocated.
 DEFAULT_MAX_PIXELS = 40_000_000
-# Images fetched at once per decode batch: enough to hide ~50 ms object-store latency behind
-# decoding, few enough that a batch never opens hundreds of connections.
-FETCH_THREADS = 16
+# Images fetched at once per decode batch. Decode batches are `predict.batch_size` rows (32 on
+# CPU), so a batch's GETs all start together and cost one round trip (~50 ms on S3), not two;
+# few enough that a batch never opens hundreds of connections. 16 gave 0.76x local throughput
+# against an S3 answering each GET after 50 ms (benchmarks/scale.py --s3-get-latency 0.05).
+FETCH_THREADS = 64
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,

@@ -1,4 +1,5 @@
-"""The records the product writes and reads back: model card, run manifest, evaluation summary.
+"""The records the product writes and reads back: model card, run manifest, evaluation summary,
+and the incremental view's pointer.
 
 Each record is a frozen dataclass with one writer (`to_dict`, then JSON) and one reader
 (`from_dict`, with the checks a reader needs). The JSON stays flat and readable by people and by
@@ -217,6 +218,56 @@ class RunManifest:
             counts=RunCounts.from_dict(counts) if counts else None,
             timings=values.get("timings"),
             evaluation=values.get("evaluation"),
+        )
+
+
+# --------------------------------------------------------------------------- incremental view
+
+
+LEGACY_STATE_FILE = "current/state.parquet"  # where pointers written before `state/` kept it
+
+
+@dataclass(frozen=True)
+class ViewPointer:
+    """current/current.json of a scheduled (incremental) root: written last, it switches the view.
+
+    `state` is the folder (under the root) listing every live image's fingerprint and the run
+    whose row is current; `runs` are the runs holding those rows.
+    """
+
+    model_version: str
+    model_name: str
+    catalog: str
+    state: str
+    latest_run: str | None
+    runs: tuple[str, ...]
+    rows: int
+    scored_this_run: int
+    unchanged: int
+    deleted: int
+    errors_this_run: int
+    published_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["runs"] = list(self.runs)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ViewPointer:
+        return cls(
+            model_version=str(values["model_version"]),
+            model_name=str(values.get("model_name", "")),
+            catalog=str(values.get("catalog", "")),
+            state=str(values.get("state", LEGACY_STATE_FILE)),
+            latest_run=values.get("latest_run"),
+            runs=tuple(str(run) for run in values["runs"]),
+            rows=int(values["rows"]),
+            scored_this_run=int(values.get("scored_this_run", 0)),
+            unchanged=int(values.get("unchanged", 0)),
+            deleted=int(values.get("deleted", 0)),
+            errors_this_run=int(values.get("errors_this_run", 0)),
+            published_at=str(values.get("published_at", "")),
         )
 
 

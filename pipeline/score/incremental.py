@@ -38,6 +38,7 @@ import ray
 
 from pipeline import storage
 from pipeline.config import JobConfig
+from pipeline.records import ViewPointer
 from pipeline.schema import IMAGE_ID
 from pipeline.score.driver import ScoringPlan, prepare_scoring, score
 from pipeline.score.predictions import read_predictions, read_run
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 VIEW_FILE = "current/current.json"
 PENDING_FILE = "current/pending.json"
 STATE_DIR = "state"
-LEGACY_STATE_FILE = "current/state.parquet"  # where views published before `state/` kept it
 PREVIOUS = "previous_fingerprint"
 RUN_ID = "run_id"
 
@@ -58,17 +58,21 @@ class IncrementalPlan:
     root_uri: str
     run_id: str
     plan: ScoringPlan  # scoring into runs/<run_id>; the new and changed rows are found on workers
-    previous_view: dict[str, Any] | None
+    previous_view: ViewPointer | None
 
 
-def read_view(root_uri: str) -> dict[str, Any] | None:
+def read_view(root_uri: str) -> ViewPointer | None:
     """The published view's pointer; None when no run has completed."""
     uri = storage.join(root_uri, VIEW_FILE)
-    return storage.read_json(uri) if storage.exists(uri) else None
+    return ViewPointer.from_dict(storage.read_json(uri)) if storage.exists(uri) else None
 
 
-def state_uri(root_uri: str, view: dict[str, Any]) -> str:
-    return storage.join(root_uri, view.get("state", LEGACY_STATE_FILE))
+def write_view(root_uri: str, view: ViewPointer) -> None:
+    storage.write_json(storage.join(root_uri, VIEW_FILE), view.to_dict())
+
+
+def state_uri(root_uri: str, view: ViewPointer) -> str:
+    return storage.join(root_uri, view.state)
 
 
 def read_current_view(root_uri: str) -> pd.DataFrame:
@@ -79,7 +83,7 @@ def read_current_view(root_uri: str) -> pd.DataFrame:
         raise ValueError(f"{root_uri!r} has no completed incremental run")
     path, filesystem = _arrow_paths(state_uri(root_uri, view))
     state = pq.read_table(path, filesystem=filesystem).to_pandas()
-    frames = [read_predictions(storage.join(root_uri, "runs", run_id)) for run_id in view["runs"]]
+    frames = [read_predictions(storage.join(root_uri, "runs", run_id)) for run_id in view.runs]
     rows = pd.concat(frames, ignore_index=True)
     return rows.merge(state[[IMAGE_ID, RUN_ID]], on=[IMAGE_ID, RUN_ID], how="inner")
 
@@ -97,12 +101,12 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
     return IncrementalPlan(root_uri, run_id, plan, view)
 
 
-def _unfinished_run(root_uri: str, view: dict[str, Any] | None) -> str | None:
+def _unfinished_run(root_uri: str, view: ViewPointer | None) -> str | None:
     pending_uri = storage.join(root_uri, PENDING_FILE)
     if not storage.exists(pending_uri):
         return None
     run_id = str(storage.read_json(pending_uri)["run_id"])
-    if view is not None and run_id in view.get("runs", []):
+    if view is not None and run_id in view.runs:
         return None  # published after all: the crash came after the pointer
     run = read_run(storage.join(root_uri, "runs", run_id))
     if run is not None and run.status == "failed":
@@ -111,7 +115,7 @@ def _unfinished_run(root_uri: str, view: dict[str, Any] | None) -> str | None:
     return run_id
 
 
-def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
+def score_incremental(incremental: IncrementalPlan) -> ViewPointer:
     """Scores new and changed images into the run and publishes the view (its pointer last).
 
     Returns:
@@ -143,31 +147,31 @@ def score_incremental(incremental: IncrementalPlan) -> dict[str, Any]:
     state_dir = f"{STATE_DIR}/{run_id}"
     paths, filesystem = _arrow_paths(storage.join(root_uri, state_dir))
     state.write_parquet(paths, filesystem=filesystem)
-    previous = incremental.previous_view or {}
-    view = {
-        "model_version": plan.card.version,
-        "model_name": plan.card.name,
-        "catalog": plan.catalog_uri,
-        "state": state_dir,
-        "latest_run": run_id if scored_now else previous.get("latest_run"),
-        "runs": sorted(str(r) for r in state.unique(RUN_ID)),
-        "rows": catalog.count(),
-        "scored_this_run": scored_now,
-        "unchanged": kept.count(),
-        "deleted": deleted,
-        "errors_this_run": errors,
-        "published_at": datetime.now(UTC).isoformat(),
-    }
-    storage.write_json(storage.join(root_uri, VIEW_FILE), view)  # the switch
+    previous = incremental.previous_view
+    view = ViewPointer(
+        model_version=plan.card.version,
+        model_name=plan.card.name,
+        catalog=plan.catalog_uri,
+        state=state_dir,
+        latest_run=run_id if scored_now else (previous.latest_run if previous else None),
+        runs=tuple(sorted(str(r) for r in state.unique(RUN_ID))),
+        rows=catalog.count(),
+        scored_this_run=scored_now,
+        unchanged=kept.count(),
+        deleted=deleted,
+        errors_this_run=errors,
+        published_at=datetime.now(UTC).isoformat(),
+    )
+    write_view(root_uri, view)  # the switch
     storage.remove(storage.join(root_uri, PENDING_FILE))
     return view
 
 
-def _previous_state(root_uri: str, view: dict[str, Any] | None, plan: ScoringPlan) -> ray.data.Dataset | None:
+def _previous_state(root_uri: str, view: ViewPointer | None, plan: ScoringPlan) -> ray.data.Dataset | None:
     if view is None:
         return None
-    if view["model_version"] != plan.card.version:
-        logger.info("model version changed (%s → %s): rescoring everything", view["model_version"], plan.card.version)
+    if view.model_version != plan.card.version:
+        logger.info("model version changed (%s → %s): rescoring everything", view.model_version, plan.card.version)
         return None
     paths, filesystem = _arrow_paths(state_uri(root_uri, view))
     state: ray.data.Dataset = ray.data.read_parquet(paths, filesystem=filesystem).rename_columns(

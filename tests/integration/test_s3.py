@@ -232,6 +232,7 @@ def test_remote_weights_are_downloaded_once_and_again_when_their_etag_changes(s3
 def test_incremental_scoring_on_s3_scores_only_new_and_changed_objects(s3_data, color_artifact, tmp_path):
     """The catalog, the model and the incremental root all in the bucket; "changed" is an object
     rewritten with other bytes (a new ETag) at the same key."""
+    from pipeline.records import ViewPointer
     from pipeline.score.incremental import read_current_view
     from tests.factories import make_image
 
@@ -241,8 +242,8 @@ def test_incremental_scoring_on_s3_scores_only_new_and_changed_objects(s3_data, 
     catalog, root = f"s3://{BUCKET}/incremental-catalog", f"s3://{BUCKET}/scheduled"
     incremental = ("--set", "predict.incremental=true")
     assert score_main("--catalog", catalog, "--model", MODEL, "--output", root, *incremental) == 0
-    first = json.loads(s3.get("scheduled/current/current.json"))
-    assert (first["scored_this_run"], first["rows"]) == (12, 12)
+    first = ViewPointer.from_dict(json.loads(s3.get("scheduled/current/current.json")))
+    assert (first.scored_this_run, first.rows) == (12, 12)
 
     def png(colour) -> bytes:
         buffer = io.BytesIO()
@@ -252,12 +253,12 @@ def test_incremental_scoring_on_s3_scores_only_new_and_changed_objects(s3_data, 
     s3.put("incremental-catalog/red/0000.png", png((40, 60, 220)))  # changed: now blue
     s3.put("incremental-catalog/green/new.png", png((40, 200, 60)))  # new
     assert score_main("--catalog", catalog, "--model", MODEL, "--output", root, *incremental) == 0
-    second = json.loads(s3.get("scheduled/current/current.json"))
-    assert (second["scored_this_run"], second["unchanged"], second["rows"]) == (2, 11, 13)
+    second = ViewPointer.from_dict(json.loads(s3.get("scheduled/current/current.json")))
+    assert (second.scored_this_run, second.unchanged, second.rows) == (2, 11, 13)
     view = read_current_view(root).set_index("image_id")
     assert len(view) == 13 and view.index.is_unique
     assert (
         view.loc["red/0000.png", "predicted_label"] == "blue"
         and view.loc["green/new.png", "predicted_label"] == "green"
     )
-    assert view.loc["red/0000.png", "run_id"] == second["latest_run"] != view.loc["red/0001.png", "run_id"]
+    assert view.loc["red/0000.png", "run_id"] == second.latest_run != view.loc["red/0001.png", "run_id"]

@@ -267,14 +267,14 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
     root = str(tmp_path / "scheduled")
     config = load_config(None, CONFIG)
     first = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
-    assert first["scored_this_run"] == 18 and first["rows"] == 18
+    assert first.scored_this_run == 18 and first.rows == 18
     first_files = {p: os.path.getmtime(p) for p in glob.glob(f"{root}/runs/*/predictions/*.parquet")}
     time.sleep(1.1)  # mtime resolution
     os.remove(os.path.join(color_catalog, "red", "0000.png"))
     Image.new("RGB", (32, 32), (40, 60, 220)).save(os.path.join(color_catalog, "red", "0001.png"))  # changed
     Image.new("RGB", (32, 32), (40, 200, 60)).save(os.path.join(color_catalog, "green", "new.png"))  # new
     second = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
-    assert (second["scored_this_run"], second["unchanged"], second["deleted"], second["rows"]) == (2, 16, 1, 18)
+    assert (second.scored_this_run, second.unchanged, second.deleted, second.rows) == (2, 16, 1, 18)
     assert {p: os.path.getmtime(p) for p in first_files} == first_files  # unchanged data not rewritten
     view = read_current_view(root)
     assert len(view) == 18 and view["image_id"].is_unique
@@ -287,7 +287,7 @@ def test_incremental_scores_only_new_and_changed_and_drops_deleted(ray_local, co
     ).fetchall()[0][0]
     assert joined == 18
     third = score_incremental(prepare_incremental(color_catalog, color_artifact, root, config))
-    assert third["scored_this_run"] == 0 and third["rows"] == 18 and third["latest_run"] == second["latest_run"]
+    assert third.scored_this_run == 0 and third.rows == 18 and third.latest_run == second.latest_run
     assert not os.path.exists(f"{root}/current/pending.json")
 
 
@@ -312,7 +312,7 @@ def test_an_incremental_run_killed_before_publishing_is_resumed_not_restarted(
     again = prepare_incremental(color_catalog, color_artifact, root, config)
     assert again.run_id == first.run_id
     view = score_incremental(again)
-    assert view["rows"] == 18 and view["runs"] == [first.run_id]
+    assert view.rows == 18 and view.runs == (first.run_id,)
     frame = predictions(run_dir)
     assert len(frame) == 18 and frame["image_id"].is_unique
 

@@ -26,10 +26,11 @@ SETTINGS = [
 ]
 
 
-def score_process(catalog, artifact, output):
+def score_process(catalog, artifact, output, *extra):
     command = [sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", artifact, "--output", output]
     for setting in SETTINGS:
         command += ["--set", setting]
+    command += list(extra)
     return subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -72,3 +73,36 @@ def test_sigkilled_scoring_run_resumes_with_every_row_exactly_once(tmp_path, col
         "clean_seconds": round(clean_seconds, 1),
     }
     print(f"resume figures: {report}")  # quoted in the issue note; run with -s to see them
+
+
+def test_a_sigkilled_incremental_night_is_resumed_by_the_next_one_with_every_row_once(tmp_path, color_artifact):
+    """A scheduled run SIGKILLed after some prediction files: the old view (none yet) stays
+    published, the rerun continues the same run, and the view then holds every image once."""
+    import duckdb
+
+    catalog = make_tree_catalog(str(tmp_path / "catalog"), {"red": 140, "green": 130, "blue": 130})
+    root = str(tmp_path / "scheduled")
+    incremental = ("--set", "predict.incremental=true")
+    victim = score_process(catalog, color_artifact, root, *incremental)
+    deadline = time.time() + 600
+    while len(glob.glob(f"{root}/runs/*/predictions/*.parquet")) < 2:
+        assert victim.poll() is None, "the run finished before it could be killed; use a bigger catalog"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not os.path.exists(f"{root}/current/current.json")  # nothing half-published
+    killed_run = json.load(open(f"{root}/current/pending.json"))["run_id"]
+
+    rerun = score_process(catalog, color_artifact, root, *incremental)
+    log, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, log[-2000:]
+    view = json.load(open(f"{root}/current/current.json"))
+    assert view["runs"] == [killed_run] and view["rows"] == 400  # the killed run was continued
+    manifest = json.load(open(f"{root}/runs/{killed_run}/run.json"))
+    assert manifest["counts"]["resumed"] >= 80 and manifest["status"] == "completed"
+    joined = duckdb.sql(
+        f"select count(*), count(distinct image_id) from read_parquet('{root}/runs/*/predictions/*.parquet') p "
+        f"join read_parquet('{root}/{view['state']}/*.parquet') s using (image_id, run_id)"
+    ).fetchall()[0]
+    assert joined == (400, 400)

@@ -19,7 +19,9 @@ from pipeline.records import (
     ReviewFigures,
     RunCounts,
     RunManifest,
+    ViewPointer,
 )
+from pipeline.score.incremental import read_view, write_view
 from pipeline.score.predictions import read_run, read_summary, write_run, write_summary
 
 CARD = ModelCard(
@@ -124,3 +126,13 @@ def test_evaluation_summary_round_trips_and_its_headline_counts_unknown_labels(t
         "unknown_label_rows": 3,
         "review_rows": 3,
     }
+
+
+def test_view_pointer_round_trips_and_a_pointer_from_before_state_folders_reads_the_old_state_file(tmp_path):
+    view = ViewPointer("v2", "custom_cnn", "s3://b/catalog", "state/r2", "r2", ("r1", "r2"), 18, 2, 16, 1, 0, "t")
+    write_view(str(tmp_path), view)
+    assert read_view(str(tmp_path)) == view
+    assert json.load(open(tmp_path / "current" / "current.json"))["runs"] == ["r1", "r2"]  # flat JSON for people
+    old = {"model_version": "v1", "runs": ["r1"], "rows": 5, "latest_run": "r1"}
+    assert ViewPointer.from_dict(old).state == "current/state.parquet"
+    assert read_view(str(tmp_path / "nothing")) is None

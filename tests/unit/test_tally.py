@@ -173,3 +173,20 @@ def test_a_footer_written_before_the_review_sample_reads_as_an_empty_sample():
     old = Tally.from_json(json.dumps(values).encode())
     assert old.review_sample == []
     assert old.add(tally_table(scored_rows(5, count=50), list(CLASSES))).review_sample
+
+
+@pytest.mark.parametrize(
+    ("total", "actors", "expected"),
+    [
+        (18, 2, 256),  # a small catalog: the floor (build_dataset still cuts at least one block per actor)
+        (10_000, 2, 625),  # grown so that each actor keeps 8 blocks
+        (250_000, 2, 4096),  # capped: a block is one file of at most rows_per_file rows
+        (1_000_000, 16, 4096),
+        (40_000, 16, 313),
+    ],
+)
+def test_scoring_blocks_grow_with_the_catalog_keeping_eight_per_actor_up_to_a_file(total, actors, expected):
+    from pipeline.score.driver import block_rows
+
+    assert block_rows(total, actors, rows_per_block=256, rows_per_file=4096) == expected
+    assert block_rows(total, actors, rows_per_block=256, rows_per_file=100) == min(expected, 100)
