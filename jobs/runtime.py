@@ -32,7 +32,10 @@ _OURS = "_catalog_classifier_handler"
 # Loggers that Ray configures with handlers of their own (they do not reach the root logger).
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 # A forwarded worker line that a quiet console still shows: a warning, an error or a traceback.
-_WORKER_PROBLEM = re.compile(r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b|Traceback \(most recent call last\)|^[EF]\d{4} ")
+_WORKER_PROBLEM = re.compile(
+    r"\b(WARNING|WARN|ERROR|CRITICAL|FATAL)\b|Traceback \(most recent call last\)"
+    r"|^[EF]\d{4} |^[\w.]*(Error|Exception): "
+)
 # TensorFlow's C++ start-up lines in every process that loads it. They are written before TensorFlow
 # initialises its logging (absl), so TF_CPP_MIN_LOG_LEVEL does not hold them back: they are
 # recognised here, and go to the log file even when one of them says WARNING or E0000 (cuInit
@@ -54,6 +57,15 @@ class _NotRayNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(_RAY_NOTICES)
+
+
+class _NotDeveloperNotice(logging.Filter):
+    """Keeps Python's DeprecationWarning and FutureWarning (a library telling its developers about
+    a change to come, e.g. tf2onnx on `np.object`) off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.name == "py.warnings" and ("DeprecationWarning" in message or "FutureWarning" in message))
 
 
 def log_file_for(output_uri: str, job: str) -> str | None:
@@ -124,8 +136,12 @@ def setup_logging(level: int = logging.INFO, log_file: str | None = None, verbos
         setattr(handler, _OURS, True)
         root.addHandler(handler)
     _quiet_ray_console(quiet)
+    # Python warnings into the log too; the libraries' notices to their developers (deprecations,
+    # future changes) stay off a quiet console.
+    logging.captureWarnings(True)
     if quiet:
         stream.addFilter(_NotRayNotice())
+        stream.addFilter(_NotDeveloperNotice())
     for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -192,13 +208,16 @@ def route_worker_logs(verbose: bool) -> None:
         return
     workers = logging.getLogger("catalog_classifier.workers")
 
+    shown: list[str] = []  # the console line last printed: Ray Train can forward a line twice
+
     def handle(data: dict[str, Any]) -> None:
         source = data.get("actor_name") or data.get("task_name") or ""
         prefix = f"({source} pid={data.get('pid')})".replace("( ", "(")
         for line in data.get("lines", []):
             where, text = sort_worker_line(line, verbose)
-            if where == "console":
+            if where == "console" and text not in shown:
                 print(text, file=sys.stdout, flush=True)
+                shown[:] = [text]
             workers.log(logging.WARNING if where == "warning" else logging.INFO, "%s %s", prefix, text)
 
     dispatcher.add_handler("catalog_classifier_logs", handle)

@@ -45,7 +45,8 @@ def transform(pixels: np.ndarray, maps: np.ndarray) -> np.ndarray:
     data = pixels.astype(np.float32)
     top = data[image, y0, x0] * (1 - wx) + data[image, y0, x1] * wx
     bottom = data[image, y1, x0] * (1 - wx) + data[image, y1, x1] * wx
-    return (top * (1 - wy) + bottom * wy).reshape(pixels.shape).astype(np.float32)
+    blended: np.ndarray = (top * (1 - wy) + bottom * wy).reshape(pixels.shape).astype(np.float32)
+    return blended
 
 
 def augment_images(pixels: np.ndarray, settings: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

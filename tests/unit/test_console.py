@@ -31,6 +31,7 @@ PROBLEMS = [
     "WARNING:tensorflow:5 out of the last 11 calls to <function predict> triggered tf.function retracing.",
     "2026-12-01 20:11:06,143 ERROR worker.py:12 -- the weights file is truncated",
     "Traceback (most recent call last):",
+    "ConnectionError: Found multiple active Ray instances: {'192.0.2.2:34407', '192.0.2.2:39149'}.",
 ]
 
 
