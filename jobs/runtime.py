@@ -69,10 +69,16 @@ class _NotDeveloperNotice(logging.Filter):
 
 
 def log_file_for(output_uri: str, job: str) -> str | None:
-    """`<output>/logs/<job>.log` for a local output; None for s3:// (the console keeps the detail)."""
+    """`<output>/logs/<job>.log` for a local output, its folder made; None for s3:// or an output
+    that cannot be written (the console then keeps the detail, and the job names the problem)."""
     if storage.is_remote(output_uri):
         return None
-    return os.path.join(output_uri.removeprefix("file://"), LOG_DIR, f"{job}.log")
+    path = os.path.join(output_uri.removeprefix("file://"), LOG_DIR, f"{job}.log")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def quiet_native_logs(verbose: bool) -> None:
