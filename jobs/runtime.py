@@ -27,6 +27,8 @@ CONNECT_TIMEOUT_S = 5.0
 
 # Where a job's log file goes, under its --output (local outputs only).
 LOG_DIR = "logs"
+# Ray Data's logging config for a quiet console: its records go to the job's own handlers.
+RAY_DATA_LOGGING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_data_logging.yaml")
 # Handlers this module installs carry this attribute, so a second job in one process replaces them.
 _OURS = "_catalog_classifier_handler"
 # Loggers that Ray configures with handlers of their own (they do not reach the root logger).
@@ -56,7 +58,8 @@ class _NotRayNotice(logging.Filter):
     """Keeps `_RAY_NOTICES` off the console (the log file still has them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_RAY_NOTICES)
+        # `hide`: what Ray Data marks as not for the console (its own console handler drops it).
+        return not getattr(record, "hide", False) and not record.getMessage().startswith(_RAY_NOTICES)
 
 
 class _NotDeveloperNotice(logging.Filter):
@@ -82,13 +85,17 @@ def log_file_for(output_uri: str, job: str) -> str | None:
 
 
 def quiet_native_logs(verbose: bool) -> None:
-    """TensorFlow's C++ start-up lines (CUDA stubs, CPU features, cuInit) off unless `verbose`.
+    """TensorFlow's C++ start-up lines (CUDA stubs, CPU features, cuInit) and Ray Data's
+    per-dataset lines off the console unless `verbose`.
 
     TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads: call this before anything imports
     it. Embedded Ray's workers inherit the variable, and `init_ray` passes it on explicitly too.
     """
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # Read each time Ray Data sets up its logging (at every dataset it runs), and by the
+        # embedded Ray's workers, which inherit the environment.
+        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_LOGGING)
 
 
 @contextlib.contextmanager
