@@ -11,8 +11,6 @@ import logging
 
 from jobs import runtime
 from pipeline.config import JobConfig
-from pipeline.score.driver import prepare_scoring, score
-from pipeline.score.incremental import prepare_incremental, score_incremental
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=["auto", "onnx", "keras"], help="inference engine")
     parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    parser.add_argument("--verbose", action="store_true", help="show every log line on the console, not only progress")
     return parser
 
 
@@ -55,13 +54,20 @@ def resolve(args: argparse.Namespace) -> JobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runtime.setup_logging()
+    runtime.quiet_native_logs(args.verbose)
+    log_file = runtime.log_file_for(args.output, "score")
+    # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
+    with runtime.native_stderr_to(None if args.verbose else log_file):
+        from pipeline.score.driver import prepare_scoring, score
+        from pipeline.score.incremental import prepare_incremental, score_incremental
+    runtime.setup_logging(log_file=log_file, verbose=args.verbose)
+    runtime.announce_log_file(log_file, args.verbose, "scoring")
 
     def body() -> int:
         config = resolve(args)
         if config.predict.incremental:
             incremental = prepare_incremental(args.catalog, args.model, args.output, config)
-            runtime.init_ray(config.resources)
+            runtime.init_ray(config.resources, verbose=args.verbose)
             view = score_incremental(incremental)
             print(
                 f"current view: {view.rows} rows ({view.scored_this_run} scored now, {view.unchanged} "
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return runtime.EXIT_OK
         plan = prepare_scoring(args.catalog, args.model, args.output, config)
-        runtime.init_ray(config.resources)
+        runtime.init_ray(config.resources, verbose=args.verbose)
         manifest = score(plan)
         counts, timings = manifest.counts, manifest.timings or {}
         headline = manifest.evaluation or {}
@@ -82,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("run failed: %s", problem)
         return runtime.EXIT_OK if manifest.status == "completed" else runtime.EXIT_FAILED
 
-    return runtime.run(body)
+    code = runtime.run(body)
+    runtime.announce_log_file(log_file, args.verbose, "scoring done" if code == runtime.EXIT_OK else "scoring failed")
+    return code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import logging
 from jobs import runtime
 from pipeline import storage
 from pipeline.config import JobConfig
-from pipeline.train.driver import prepare_training, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="mobilenet_v2 base weights: imagenet, none, or a file path/s3:// URI")
     parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
+    parser.add_argument("--verbose", action="store_true", help="show every log line on the console, not only progress")
     return parser
 
 
@@ -51,19 +51,27 @@ def resolve(args: argparse.Namespace) -> JobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runtime.setup_logging()
+    runtime.quiet_native_logs(args.verbose)
+    log_file = runtime.log_file_for(args.output, "train")
+    # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
+    with runtime.native_stderr_to(None if args.verbose else log_file):
+        from pipeline.train.driver import prepare_training, run_training
+    runtime.setup_logging(log_file=log_file, verbose=args.verbose)
+    runtime.announce_log_file(log_file, args.verbose, "training")
 
     def body() -> int:
         config = resolve(args)
         plan = prepare_training(args.catalog, args.output, config)
         storage.write_json(storage.join(plan.output_uri, "config.json"), config.to_dict())
-        runtime.init_ray(config.resources)
+        runtime.init_ray(config.resources, verbose=args.verbose)
         results = run_training(plan)
         for name, result in results.items():
             print(f"{name}: test accuracy {result['test']['accuracy']:.4f} → {result['artifact']}")
         return runtime.EXIT_OK
 
-    return runtime.run(body)
+    code = runtime.run(body)
+    runtime.announce_log_file(log_file, args.verbose, "training done" if code == runtime.EXIT_OK else "training failed")
+    return code
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from ray.data import RandomSeedConfig
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline import images
+from pipeline.augment import augment_images
 from pipeline.catalog import LabelIndex
 from pipeline.config import AugmentConfig, DataConfig
 from pipeline.schema import ERROR, IMAGE, IMAGE_URI, LABEL
@@ -65,23 +66,10 @@ def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict
 
     Runs as a Ray Data task on the training dataset, outside the saved model: Keras random layers
     inside a model make its ONNX export unloadable ("INVALID_GRAPH ...
-    StatelessRandomUniformV2"), while the same model without them matches Keras to 4e-8.
+    StatelessRandomUniformV2"), while the same model without them matches Keras to 4e-8. NumPy
+    (`pipeline/augment.py`), so the task processes never load TensorFlow.
     """
-    import keras
-
-    settings = AugmentConfig(**augment)
-    layers = [
-        keras.layers.RandomRotation(settings.rotation_degrees / 360.0, fill_mode="nearest"),
-        keras.layers.RandomTranslation(settings.height_shift, settings.width_shift, fill_mode="nearest"),
-        keras.layers.RandomShear(x_factor=settings.shear, y_factor=settings.shear, fill_mode="nearest"),
-        keras.layers.RandomZoom(settings.zoom, settings.zoom, fill_mode="nearest"),
-    ]
-    if settings.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal"))
-    pixels = batch[IMAGE].astype(np.float32)
-    for layer in layers:
-        pixels = layer(pixels, training=True)
-    pixels = np.clip(np.round(np.asarray(pixels)), 0, 255).astype(np.uint8)
+    pixels = augment_images(batch[IMAGE], AugmentConfig(**augment), np.random.default_rng())
     return {IMAGE: pixels, LABEL_INDEX: batch[LABEL_INDEX]}
 
 

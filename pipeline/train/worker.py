@@ -22,6 +22,7 @@ import ray.train
 from ray.train import Checkpoint
 
 from models import build_model, get_entry
+from pipeline import console
 from pipeline.artifacts import fetch_weights
 from pipeline.config import TrainConfig
 from pipeline.schema import IMAGE
@@ -353,6 +354,7 @@ def _should_stop(run: WorkerRun, row: dict[str, Any], index: int, phase: Phase, 
     state.history.append(row)
     state.epochs_done += 1
     state.epoch_in_phase += 1
+    epoch_in_phase = state.epoch_in_phase
     if row["val_loss"] < state.best_val_loss - 1e-6:
         state.best_val_loss, state.best_epoch, state.wait = row["val_loss"], state.epochs_done, 0
         run.best_weights = _weights_by_path(run.model)
@@ -365,6 +367,14 @@ def _should_stop(run: WorkerRun, row: dict[str, Any], index: int, phase: Phase, 
         state.phase, state.epoch_in_phase, state.wait = index + 1, 0, 0
     # At a phase's end the next phase starts a fresh optimizer: nothing to carry over.
     _report(run.rank, row, state, run.model, run.best_weights, optimizer=None if phase_over else optimizer)
+    if run.rank == 0:
+        later = sum(later_phase.epochs for later_phase in plan_phases(run.settings)[index + 1 :])
+        epochs_left = later + (0 if phase_over else phase.epochs - epoch_in_phase)
+        console.say(
+            console.epoch_line(
+                run.settings.model_name, phase.name, epoch_in_phase, phase.epochs, row, row["seconds"] * epochs_left
+            )
+        )
     if stop:
         logger.info(
             "early stopping %s in phase %s at epoch %d (best epoch %d)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,3 +51,26 @@ def test_augmentation_changes_images_but_not_labels():
     assert out["image"].shape == images.shape and out["image"].dtype == np.uint8
     assert not np.array_equal(out["image"], images)
     assert np.array_equal(out["label_index"], labels)
+
+
+def test_augmentation_without_any_transform_is_the_identity_and_a_flip_mirrors():
+    from pipeline.augment import augment_images
+    from pipeline.config import AugmentConfig
+
+    images = np.random.default_rng(1).integers(0, 255, (6, 16, 24, 3), dtype=np.uint8)
+    still = AugmentConfig(rotation_degrees=0, width_shift=0, height_shift=0, shear=0, zoom=0, horizontal_flip=False)
+    assert np.array_equal(augment_images(images, still, np.random.default_rng(0)), images)
+    flips = augment_images(images, dataclasses.replace(still, horizontal_flip=True), np.random.default_rng(0))
+    mirrored = [np.array_equal(out, image[:, ::-1]) for out, image in zip(flips, images)]
+    kept = [np.array_equal(out, image) for out, image in zip(flips, images)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+def test_a_shift_moves_the_picture_and_repeats_its_edge():
+    from pipeline.augment import transform
+
+    image = np.arange(25, dtype=np.uint8).reshape(1, 5, 5, 1)
+    two_right = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, -2.0]]])  # read two columns to the left
+    out = transform(image, two_right)[0, :, :, 0]
+    assert np.array_equal(out[:, 2:], image[0, :, :3, 0])
+    assert np.array_equal(out[:, 0], image[0, :, 0, 0]) and np.array_equal(out[:, 1], image[0, :, 0, 0])
