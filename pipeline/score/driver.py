@@ -27,6 +27,7 @@ from pipeline import artifacts, images, storage
 from pipeline.catalog import IMAGE_EXTENSIONS
 from pipeline.config import JobConfig
 from pipeline.engines import choose_engine
+from pipeline.progress import Progress
 from pipeline.records import ModelCard, ModelRef, RunCounts, RunManifest
 from pipeline.resources import ClusterShape, decode_in_actors, fit_scoring
 from pipeline.schema import IMAGE_ID, RESERVED_COLUMNS, prediction_schema
@@ -244,12 +245,14 @@ def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str
             "run_id": run_id,
         },
     )
-    with Watchdog(f"scoring run {run_id}", resources.stall_timeout_s) as watchdog:
+    watchdog = Watchdog(f"scoring run {run_id}", resources.stall_timeout_s)
+    with watchdog, Progress(pending.count(), f"scoring {plan.card.name}") as progress:
         for batch in files.iter_batches(batch_size=None, batch_format="pyarrow"):
             assert isinstance(batch, pa.Table)
             for tally in batch.column("tally").to_pylist():
                 written.add(Tally.from_json(tally))
             watchdog.beat()
+            progress.advance(int(pc.sum(batch.column("rows")).as_py() or 0))
     return written
 
 

@@ -58,3 +58,23 @@ def test_training_prints_one_line_per_epoch_and_keeps_the_detail_in_the_log_file
     assert len(re.findall(r"custom_cnn train epoch \d+/3", detail)) >= EPOCHS
     for cause in CAUSES:
         assert cause not in detail, f"{cause!r} in the log file: the cause is back"
+
+
+def test_scoring_prints_a_progress_line_and_its_result_and_keeps_the_detail_in_the_log_file(tmp_path, color_artifact):
+    catalog = make_tree_catalog(str(tmp_path / "catalog"), {"red": 40, "green": 40, "blue": 40})
+    output = str(tmp_path / "scores")
+    command = [sys.executable, "-m", "jobs.score", "--catalog", catalog, "--model", color_artifact]
+    command += ["--output", output, "--set", "data.rows_per_block=8", "--set", "predict.rows_per_file=8"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TF_CPP", "RAY_ADDRESS"))}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=800)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-3000:]
+    lines = [line for line in console.splitlines() if line.strip()]
+    for noise in NOISE:
+        assert noise not in console, f"{noise!r} on the console:\n{console}"
+    progress = [line for line in lines if line.startswith("scoring ") and " rows/s" in line]
+    assert progress and progress[-1].split(":", 1)[1].lstrip().startswith("120/120 rows (100%)"), console
+    assert len(progress) >= 2, console  # a line per 10% without a terminal, then the final one
+    assert any(line.startswith("completed: 120 rows") for line in lines), console
+    assert len(lines) <= 20, console
+    assert "resolved config" in open(os.path.join(output, "logs", "score.log"), encoding="utf-8").read()
