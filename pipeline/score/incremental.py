@@ -143,7 +143,7 @@ def score_incremental(incremental: IncrementalPlan) -> ViewPointer:
             batch_format="pyarrow",
             fn_kwargs={"run_id": run_id},
         )
-    )
+    ).materialize()  # written, then asked for its runs: built once
     state_dir = f"{STATE_DIR}/{run_id}"
     paths, filesystem = _arrow_paths(storage.join(root_uri, state_dir))
     state.write_parquet(paths, filesystem=filesystem)
@@ -188,6 +188,7 @@ def _diff(
     empty_state = pa.schema([(IMAGE_ID, pa.string()), (FINGERPRINT, pa.string()), (RUN_ID, pa.string())])
     if previous is None:
         return catalog, ray.data.from_arrow(empty_state.empty_table()), 0
+    previous = previous.materialize()  # read once: the join and the count below both use it
     partitions = join_partitions(catalog.count())
     joined = catalog.join(previous, join_type="left_outer", num_partitions=partitions, on=(IMAGE_ID,)).materialize()
     todo = joined.map_batches(_changed, batch_format="pyarrow", fn_kwargs={"want": True}).drop_columns(
@@ -196,11 +197,15 @@ def _diff(
     kept = joined.map_batches(_changed, batch_format="pyarrow", fn_kwargs={"want": False}).select_columns(
         [IMAGE_ID, FINGERPRINT, RUN_ID]
     )
-    deleted = previous.join(
-        catalog.select_columns([IMAGE_ID]), join_type="left_anti", num_partitions=partitions, on=(IMAGE_ID,)
-    ).count()
+    # Ids are unique on both sides, so every previous image still listed matched one catalog row:
+    # the rest were deleted. A count over the join, not a second join.
+    deleted = previous.count() - joined.map_batches(_matched, batch_format="pyarrow").count()
     logger.info("incremental: %d new or changed, %d deleted", todo.count(), deleted)
     return todo.materialize(), kept.materialize(), deleted
+
+
+def _matched(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.is_valid(batch.column(PREVIOUS))).select([IMAGE_ID])
 
 
 def _changed(batch: pa.Table, want: bool) -> pa.Table:

@@ -345,6 +345,7 @@ def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[
         "seconds": time.perf_counter() - started,
         "optimizer_steps": int(optimizer.iterations.numpy()),
         "rss_mb": _rss_mb(),
+        "trainable_weights": len(run.model.trainable_weights),  # shows the base unfrozen for fine-tuning
     }
 
 

@@ -167,7 +167,7 @@ def test_fine_tuning_changes_only_the_top_base_layers_and_the_head(ray_local, ca
     assert {path for path in changed if path.startswith(("dense/", "probabilities/"))}
 
 
-def _train_process(catalog, output, run_name, *extra):
+def _train_process(catalog, output, run_name, *extra, model="custom_cnn", weights="none"):
     command = [
         sys.executable,
         "-m",
@@ -177,7 +177,9 @@ def _train_process(catalog, output, run_name, *extra):
         "--output",
         output,
         "--models",
-        "custom_cnn",
+        model,
+        "--weights",
+        weights,
         "--workers",
         "2",
         "--set",
@@ -190,11 +192,11 @@ def _train_process(catalog, output, run_name, *extra):
     )
 
 
-def _wait_for_checkpoints(output, run_name, count, process, timeout=600):
+def _wait_for_checkpoints(output, run_name, count, process, timeout=600, model="custom_cnn"):
     """Waits until Ray Train has *registered* `count` checkpoints. A checkpoint directory appears
     in storage before the controller registers it; a worker killed in between loses it."""
     deadline = time.time() + timeout
-    snapshot = os.path.join(output, "_ray_train", f"{run_name}-custom_cnn", "checkpoint_manager_snapshot.json")
+    snapshot = os.path.join(output, "_ray_train", f"{run_name}-{model}", "checkpoint_manager_snapshot.json")
     while time.time() < deadline:
         try:
             with open(snapshot) as handle:
@@ -238,6 +240,32 @@ def test_rerun_with_the_same_run_name_resumes_after_a_killed_driver(tmp_path, ca
     # Adam's state came back with the weights: its step count runs on across the restart.
     steps = history[0]["steps"]
     assert [row["optimizer_steps"] for row in history] == [steps * epoch for epoch in range(1, 7)]
+
+
+def test_a_transfer_run_killed_in_its_head_phase_still_unfreezes_the_base_to_fine_tune(tmp_path, catalog):
+    """A run resumed from a head-phase checkpoint continues the head, then fine-tunes with the top
+    of the base unfrozen, as an uninterrupted run does (a bug once skipped the unfreezing)."""
+    import keras
+
+    output = str(tmp_path / "models")
+    weights = str(tmp_path / "base.weights.h5")  # a pretrained base makes it a two-phase run
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(weights)
+    settings = ("train.head_epochs=4", "train.fine_tune_epochs=2", "train.transfer_patience=10")
+    process = _train_process(catalog, output, "head", *settings, model="mobilenet_v2", weights=weights)
+    try:
+        _wait_for_checkpoints(output, "head", 1, process, model="mobilenet_v2")
+    finally:
+        _kill_tree(process)
+    rerun = _train_process(catalog, output, "head", *settings, model="mobilenet_v2", weights=weights)
+    log, _ = rerun.communicate(timeout=800)
+    assert rerun.returncode == 0, log[-3000:]
+    card = json.load(open(os.path.join(output, "mobilenet_v2", "model_card.json")))
+    assert len(card["resumed_at_epochs"]) == 1 and 1 <= card["resumed_at_epochs"][0] < 4  # resumed in the head
+    history = json.load(open(os.path.join(output, "mobilenet_v2", "history.json")))
+    assert [row["phase"] for row in history] == ["head"] * 4 + ["fine_tune"] * 2
+    head = {row["trainable_weights"] for row in history if row["phase"] == "head"}
+    fine_tune = {row["trainable_weights"] for row in history if row["phase"] == "fine_tune"}
+    assert len(head) == len(fine_tune) == 1 and fine_tune.pop() > head.pop()
 
 
 def test_a_killed_worker_is_replaced_and_training_finishes(tmp_path, catalog):
