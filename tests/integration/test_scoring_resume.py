@@ -36,6 +36,17 @@ def score_process(catalog, artifact, output, *extra):
     )
 
 
+def kill_after_two_files(victim, pattern):
+    """SIGKILLs the job's whole session (its embedded Ray too) once two prediction files exist."""
+    deadline = time.time() + 600
+    while len(glob.glob(pattern)) < 2:
+        assert victim.poll() is None, "the run finished before it could be killed; use a bigger catalog"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+
 def test_sigkilled_scoring_run_resumes_with_every_row_exactly_once(tmp_path, color_artifact):
     catalog = make_tree_catalog(str(tmp_path / "catalog"), {"red": 140, "green": 130, "blue": 130})
     clean_output = str(tmp_path / "clean")
@@ -46,14 +57,7 @@ def test_sigkilled_scoring_run_resumes_with_every_row_exactly_once(tmp_path, col
     assert clean.returncode == 0, log[-2000:]
 
     output = str(tmp_path / "killed")
-    victim = score_process(catalog, color_artifact, output)
-    deadline = time.time() + 600
-    while len(glob.glob(f"{output}/predictions/*.parquet")) < 2:
-        assert victim.poll() is None, "the run finished before it could be killed; use a bigger catalog"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_two_files(score_process(catalog, color_artifact, output), f"{output}/predictions/*.parquet")
     assert json.load(open(f"{output}/run.json"))["status"] == "running"  # never looks complete
 
     started = time.perf_counter()
@@ -84,13 +88,7 @@ def test_a_sigkilled_incremental_night_is_resumed_by_the_next_one_with_every_row
     root = str(tmp_path / "scheduled")
     incremental = ("--set", "predict.incremental=true")
     victim = score_process(catalog, color_artifact, root, *incremental)
-    deadline = time.time() + 600
-    while len(glob.glob(f"{root}/runs/*/predictions/*.parquet")) < 2:
-        assert victim.poll() is None, "the run finished before it could be killed; use a bigger catalog"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_two_files(victim, f"{root}/runs/*/predictions/*.parquet")
     assert not os.path.exists(f"{root}/current/current.json")  # nothing half-published
     killed_run = json.load(open(f"{root}/current/pending.json"))["run_id"]
 
