@@ -72,10 +72,10 @@ def read_s3_predictions(s3: S3, prefix: str) -> pd.DataFrame:
 
 
 def test_output_in_a_missing_bucket_exits_2_before_scoring(s3_data, capsys, monkeypatch):
-    from jobs import score as score_job
+    from pipeline.score import driver
 
     called = []
-    monkeypatch.setattr(score_job, "score", lambda plan: called.append(plan))
+    monkeypatch.setattr(driver, "score", lambda plan: called.append(plan))  # jobs.score imports it in main
     missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/runs/x"
     code = score_main("--catalog", CATALOG, "--model", MODEL, "--output", missing)
     assert code == 2
