@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -182,6 +183,20 @@ def _quiet_ray_console(quiet: bool) -> None:
                     handler.addFilter(_NotRayNotice())
         if file is not None and not ray_logger.propagate and file not in ray_logger.handlers:
             ray_logger.addHandler(file)
+
+
+def new_local_output(output_uri: str) -> bool:
+    """True for a local output folder that does not exist yet (the log file would be what makes it)."""
+    return not storage.is_remote(output_uri) and not os.path.exists(output_uri.removeprefix("file://"))
+
+
+def end_log(output_uri: str, log_file: str | None, made_output: bool, verbose: bool, when: str, code: int) -> None:
+    """Says where the log is; or, for refused input (exit 2) into an output the job's own log made,
+    removes that folder: bad input writes nothing, and its error is already on the console."""
+    if code == EXIT_BAD_INPUT and made_output and log_file is not None:
+        shutil.rmtree(output_uri.removeprefix("file://"), ignore_errors=True)
+        return
+    announce_log_file(log_file, verbose, when)
 
 
 def announce_log_file(log_file: str | None, verbose: bool, when: str) -> None:

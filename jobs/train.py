@@ -52,6 +52,7 @@ def resolve(args: argparse.Namespace) -> JobConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runtime.quiet_native_logs(args.verbose)
+    made_output = runtime.new_local_output(args.output)
     log_file = runtime.log_file_for(args.output, "train")
     # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
     with runtime.native_stderr_to(None if args.verbose else log_file):
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return runtime.EXIT_OK
 
     code = runtime.run(body)
-    runtime.announce_log_file(log_file, args.verbose, "training done" if code == runtime.EXIT_OK else "training failed")
+    when = "training done" if code == runtime.EXIT_OK else "training failed"
+    runtime.end_log(args.output, log_file, made_output, args.verbose, when, code)
     return code
 
 

@@ -166,3 +166,21 @@ def test_a_manifest_column_that_clashes_with_a_prediction_column_exits_2_naming_
     assert score.main(["--catalog", str(tmp_path / "m.csv"), "--model", color_artifact, "--output", output]) == 2
     assert f"manifest columns ['{column}'] clash with prediction columns; rename them" in capsys.readouterr().err
     assert not ray.is_initialized() and not (tmp_path / "o" / "run.json").exists()
+
+
+@pytest.mark.parametrize("job", ["score", "train"])
+def test_refused_input_leaves_no_output_behind_not_even_the_log(tmp_path, catalog, job, capsys):
+    """Bad input exits 2 before any work and writes nothing: the log folder the job made for
+    itself goes too, while an output that existed before keeps its log."""
+    output = tmp_path / "out"
+    if job == "score":
+        main, argv = score.main, ["--catalog", catalog, "--model", str(tmp_path / "no-model")]
+    else:
+        main, argv = train.main, ["--catalog", catalog, "--set", "train.epochs=0"]
+    argv += ["--output", str(output)]
+    code = main(argv)
+    assert code == 2 and "error:" in capsys.readouterr().err
+    assert not output.exists()
+    output.mkdir()
+    code = main(argv)
+    assert code == 2 and (output / "logs" / f"{job}.log").exists()
