@@ -228,7 +228,8 @@ def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str
     """Streams the pending rows through the pipeline into prediction files written by workers;
     returns the sum of the files' tallies."""
     written = Tally(len(plan.card.class_names))
-    if not pending.count():
+    to_score = pending.count()
+    if not to_score:
         return written
     resources = plan.config.resources
     files = build_dataset(plan, pending, run_id).map_batches(
@@ -246,7 +247,7 @@ def _write_predictions(plan: ScoringPlan, pending: ray.data.Dataset, run_id: str
         },
     )
     watchdog = Watchdog(f"scoring run {run_id}", resources.stall_timeout_s)
-    with watchdog, Progress(pending.count(), f"scoring {plan.card.name}") as progress:
+    with watchdog, Progress(to_score, f"scoring {plan.card.name}") as progress:
         for batch in files.iter_batches(batch_size=None, batch_format="pyarrow"):
             assert isinstance(batch, pa.Table)
             for tally in batch.column("tally").to_pylist():
