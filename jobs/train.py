@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="custom_cnn epochs and mobilenet_v2 head epochs")
     parser.add_argument("--image-size", type=int, help="square input size in pixels")
     parser.add_argument("--weights", help="mobilenet_v2 base weights: imagenet, none, or a file path/s3:// URI")
+    parser.add_argument(
+        "--extra-labels", help="reviewed labels (Label Studio JSON export or review CSV) added to training only"
+    )
     parser.add_argument("--config", help="preset: local, cluster, or a YAML file (path or s3://)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override")
     parser.add_argument("--verbose", action="store_true", help="show every log line on the console, not only progress")
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = resolve(args)
-        plan = prepare_training(args.catalog, args.output, config)
+        plan = prepare_training(args.catalog, args.output, config, args.extra_labels)
         storage.write_json(storage.join(plan.output_uri, "config.json"), config.to_dict())
         runtime.init_ray(config.resources, verbose=args.verbose)
         results = run_training(plan)

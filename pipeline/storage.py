@@ -37,11 +37,11 @@ def normalize(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
-def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Returns (filesystem, path inside it) for a URI."""
+def filesystem(uri: str, **remote_options: Any) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Returns (filesystem, path inside it) for a URI; `remote_options` go to a remote one's constructor."""
     uri = normalize(uri)
     if is_remote(uri):
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(remote_options)
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and uri.startswith(("s3://", "s3a://")):
             options["endpoint_url"] = endpoint
@@ -95,6 +95,22 @@ def read_bytes(uri: str) -> bytes:
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
     return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def presigned_url(uri: str, expires_s: int) -> str:
+    """An HTTPS URL that reads one object without credentials until it expires (S3's
+    `generate_presigned_url`, through s3fs, with the same endpoint and credentials as every read).
+
+    Raises:
+        ValueError: The URI's store cannot pre-sign (only s3:// can).
+    """
+    if not normalize(uri).startswith(("s3://", "s3a://")):
+        raise ValueError(f"{uri!r} is not on S3; only s3:// images get pre-signed URLs")
+    # Signature V4: the only one newer AWS regions accept, and the one whose 7-day limit the
+    # expiry flag is checked against (botocore may otherwise pre-sign with the legacy V2).
+    fs, path = filesystem(uri, config_kwargs={"signature_version": "s3v4"})
+    url: str = fs.url(path, expires=expires_s)
+    return url
 
 
 def size(uri: str) -> int:

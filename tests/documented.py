@@ -134,3 +134,10 @@ def raw_k8s_entrypoints() -> list[tuple[str, list[str]]]:
     for command in k8s_commands(docs):
         found.append((command.where, job_argv(command.entrypoint)))
     return found
+
+
+def readme_review_commands() -> list[str]:
+    """The commands of the "Review loop" section's bash block, as written."""
+    section = readme_section("Review loop: uncertain rows to people, their answers into training")
+    (block,) = code_blocks(section)
+    return shell_commands(block)

@@ -25,6 +25,7 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
+from pipeline.extra_labels import ExtraLabels, read_extra_labels
 from pipeline.metrics import reliability_bins, summarize
 from pipeline.records import Calibration, ModelCard, OnnxExport, Review
 from pipeline.resources import ClusterShape, fit_training
@@ -35,6 +36,9 @@ from pipeline.train.trainer import fit
 from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig
 
 logger = logging.getLogger(__name__)
+
+# The reviewed images a model was trained on beyond its catalog, next to split.csv in the artifact.
+EXTRA_LABELS_FILE = "extra_labels.csv"
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,25 @@ class TrainingPlan:
     label_index: LabelIndex
     weights: WeightsChoice | None
     run_name: str
+    extra: ExtraLabels | None = None  # reviewed images outside the catalog, added to train only
+
+    def training_frame(self) -> pd.DataFrame:
+        """The catalog's rows with their split, plus the extra labels' rows, all in `train`.
+
+        The catalog's own split (and its hash) is made before and without the extra rows, so a
+        model trained with them is measured on exactly the validation and test images of one
+        trained without them.
+        """
+        if self.extra is None:
+            return self.frame
+        extra = self.extra.rows.assign(**{SPLIT: "train"})
+        return pd.concat([self.frame, extra], ignore_index=True)
 
 
-def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> TrainingPlan:
-    """Validates the catalog, models, weights and output, and makes the split.
+def prepare_training(
+    catalog_uri: str, output_uri: str, config: JobConfig, extra_labels_uri: str | None = None
+) -> TrainingPlan:
+    """Validates the catalog, extra labels, models, weights and output, and makes the split.
 
     Raises:
         ValueError: Anything the user must fix, named with the fix, before any work starts.
@@ -72,8 +91,9 @@ def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> Tr
         )
     data = config.data
     frame = make_split(frame, data.val_fraction, data.test_fraction, data.seed)
+    extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
     needed = config.resources.workers * config.train.batch_size_per_worker
-    train_rows = int((frame[SPLIT] == "train").sum())
+    train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
     if train_rows < needed:
         raise ValueError(
             f"the train split has {train_rows} images but one step needs workers × "
@@ -89,7 +109,14 @@ def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> Tr
     storage.check_writable(output_uri)
     run_name = config.train.run_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     return TrainingPlan(
-        storage.normalize(catalog_uri), storage.normalize(output_uri), config, frame, label_index, weights, run_name
+        storage.normalize(catalog_uri),
+        storage.normalize(output_uri),
+        config,
+        frame,
+        label_index,
+        weights,
+        run_name,
+        extra,
     )
 
 
@@ -117,14 +144,17 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     counts = split_counts(plan.frame)
     logger.info("classes: %s", list(plan.label_index.class_names))
     logger.info("split sizes: %s (hash %s)", {k: sum(v.values()) for k, v in counts.items()}, split_hash(plan.frame))
-    train_indices = plan.label_index.encode(plan.frame.loc[plan.frame[SPLIT] == "train", LABEL]).to_numpy()
+    training_frame = plan.training_frame()
+    if plan.extra is not None:
+        logger.info("extra labels: %d reviewed images join the train split only", len(plan.extra.rows))
+    train_indices = plan.label_index.encode(training_frame.loc[training_frame[SPLIT] == "train", LABEL]).to_numpy()
     if config.train.imbalance in ("class_weight", "both"):
         class_weights = class_weight_vector(train_indices, len(plan.label_index))
     else:
         class_weights = np.ones(len(plan.label_index), dtype=np.float32)
     logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
     datasets, skipped = build_datasets(
-        plan.frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance
+        training_frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance
     )
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
@@ -208,6 +238,8 @@ def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray
         card = _model_card(plan, run, state, held_out, onnx, artifacts.content_version(model_path))
         artifacts.write_card(local, card)
         plan.frame[[IMAGE_ID, IMAGE_URI, LABEL, SPLIT]].to_csv(os.path.join(local, "split.csv"), index=False)
+        if plan.extra is not None:
+            plan.extra.rows.to_csv(os.path.join(local, EXTRA_LABELS_FILE), index=False)
         with open(os.path.join(local, "history.json"), "w") as handle:
             json.dump(state["history"], handle, indent=2)
         with open(os.path.join(local, "curves.png"), "wb") as handle:
@@ -288,6 +320,7 @@ def _model_card(
                 "seed": plan.config.data.seed,
                 "undecodable_images_left_out": run.undecodable,
             },
+            "extra_labels": plan.extra.card_entry() if plan.extra else None,
             "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
             "test": held_out.test,
             "training_seconds": round(run.seconds, 1),

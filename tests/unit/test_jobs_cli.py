@@ -184,3 +184,16 @@ def test_refused_input_leaves_no_output_behind_not_even_the_log(tmp_path, catalo
     output.mkdir()
     code = main(argv)
     assert code == 2 and (output / "logs" / f"{job}.log").exists()
+
+
+def test_train_refuses_bad_extra_labels_naming_the_rows_before_ray_starts(tmp_path, catalog, capsys):
+    labels = tmp_path / "review.csv"
+    labels.write_text(f"image_id,image_uri,label\nx.png,{tmp_path / 'x.png'},a\ny.png,{tmp_path / 'y.png'},c\n")
+    (tmp_path / "y.png").write_bytes(b"png")
+    output = tmp_path / "out"
+    argv = ["--catalog", catalog, "--output", str(output), "--set", "train.batch_size_per_worker=2"]
+    assert train.main(argv + ["--extra-labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "row 2 (x.png): image" in err and "no longer exists" in err
+    assert "row 3 (y.png): unknown class 'c'" in err
+    assert not ray.is_initialized() and not output.exists()
