@@ -196,6 +196,4 @@ def _raise_if(uri: str, verdict: str, problems: list[str]) -> None:
         return
     shown = problems[:SHOWN_PROBLEMS]
     more = f"\n  … and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-    raise ValueError(
-        f"--extra-labels {uri!r} {verdict} ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more
-    )
+    raise ValueError(f"--extra-labels {uri!r} {verdict} ({len(problems)} problem(s)):\n  " + "\n  ".join(shown) + more)

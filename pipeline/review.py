@@ -78,7 +78,9 @@ def prediction_uris(predictions_uri: str) -> list[str]:
             folder = predictions_uri
         files = [uri for uri in storage.listdir(folder) if uri.endswith(".parquet")]
     except (OSError, PermissionError) as error:
-        raise ValueError(f"--predictions {predictions_uri!r} cannot be read ({type(error).__name__}: {error})") from error
+        raise ValueError(
+            f"--predictions {predictions_uri!r} cannot be read ({type(error).__name__}: {error})"
+        ) from error
     if not files:
         raise ValueError(
             f"--predictions {predictions_uri!r} holds no prediction files; pass a jobs.score --output "
@@ -115,13 +117,17 @@ def read_queue(predictions_uri: str, order: str = "margin") -> ReviewQueue:
 
 def rank(frame: pd.DataFrame, class_names: list[str], order: str) -> pd.DataFrame:
     """Adds margin and the runner-up class, and sorts by `order` (smallest first), then image_id."""
-    frame = frame.copy()
-    probabilities = np.stack(frame["probabilities"].to_numpy()).astype(np.float64) if len(frame) else np.zeros((0, len(class_names)))
+    frame = frame.reset_index(drop=True)
+    width = max(2, len(class_names))
+    probabilities = np.zeros((len(frame), width))
+    if len(frame):
+        stacked = np.stack(frame["probabilities"].to_numpy()).astype(np.float64)
+        probabilities[:, : stacked.shape[1]] = stacked
     top_two = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
     rows = np.arange(len(frame))
-    second = probabilities[rows, top_two[:, 1]] if probabilities.shape[1] > 1 else np.zeros(len(frame))
-    frame["margin"] = probabilities[rows, top_two[:, 0]] - second if len(frame) else []
-    frame["second_label"] = [class_names[index] for index in top_two[:, 1]] if probabilities.shape[1] > 1 else None
+    frame["margin"] = probabilities[rows, top_two[:, 0]] - probabilities[rows, top_two[:, 1]]
+    names = [*class_names, ""]
+    frame["second_label"] = [names[min(index, len(class_names))] for index in top_two[:, 1]]
     key = "margin" if order == "margin" else "confidence"
     frame = frame.sort_values([key, IMAGE_ID], kind="stable").reset_index(drop=True)
     frame["rank"] = np.arange(1, len(frame) + 1)
@@ -173,7 +179,11 @@ def label_studio_tasks(queue: ReviewQueue, expires_s: int) -> list[dict[str, obj
                     "margin": round(float(row.margin), 4),
                 },
                 "predictions": [
-                    {"model_version": str(row.model_version), "score": round(float(row.confidence), 4), "result": [result]}
+                    {
+                        "model_version": str(row.model_version),
+                        "score": round(float(row.confidence), 4),
+                        "result": [result],
+                    }
                 ],
             }
         )

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from jobs.config import load_config
+from pipeline.splits import split_hash
 from pipeline.train.driver import prepare_training
 from tests.conftest import REPO
 from tests.factories import make_tree_catalog
@@ -45,12 +46,11 @@ def test_extra_labels_train_in_the_train_split_only_and_the_card_records_them(tm
     assert card["extra_labels"]["count"] == 10 and card["extra_labels"]["per_class"] == {"blue": 10}
     assert card["extra_labels"]["sha256"] == hashlib.sha256(labels.read_bytes()).hexdigest()
     # The catalog's split is the one a run without extra labels makes: same hash, same counts.
-    without = prepare_training(catalog, str(tmp_path / "other"), load_config(None, TINY))
+    config = load_config(None, TINY, **{"model.names": ["custom_cnn"]})
+    without = prepare_training(catalog, str(tmp_path / "other"), config)
     split = (artifact / "split.csv").read_text()
     assert "nightly" not in split and split.count("\n") == 61
     assert card["split"]["counts"]["train"] == {"blue": 14, "green": 14, "red": 14}
-    from pipeline.splits import split_hash
-
     assert card["split"]["hash"] == split_hash(without.frame)
     # The extra rows reached training's train split: balanced class weights now see 24 blue images.
     weights = card["class_weights"]

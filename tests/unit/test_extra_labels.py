@@ -44,7 +44,9 @@ def task(task_id: int, image_uri: str, *answers: list[str], cancelled: bool = Fa
         "annotations": [
             {
                 "was_cancelled": cancelled,
-                "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": choices}}],
+                "result": [
+                    {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": choices}}
+                ],
             }
             for choices in answers
         ],

@@ -33,9 +33,9 @@ ROWS = {
 }
 
 
-def write_predictions(output: str, image_root: str) -> None:
+def write_predictions(output: str, image_root: str, rows: dict | None = None) -> None:
     columns: dict[str, list] = {name: [] for name in prediction_schema(CLASSES).names}
-    for image_id, (probabilities, low, error) in ROWS.items():
+    for image_id, (probabilities, low, error) in (rows or ROWS).items():
         best = int(np.argmax(probabilities))
         order = list(np.argsort(probabilities)[::-1][:2])
         row = {
@@ -162,3 +162,21 @@ def _repo_env() -> dict[str, str]:
     from tests.conftest import REPO
 
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_run_without_low_confidence_rows_exports_an_empty_queue(tmp_path):
+    confident = {image_id: (probabilities, False, error) for image_id, (probabilities, _, error) in ROWS.items()}
+    write_predictions(str(tmp_path / "scores"), str(tmp_path / "images"), confident)
+    output = tmp_path / "review"
+    assert len(review.export_review(str(tmp_path / "scores"), str(output), 60, "margin").rows) == 0
+    assert json.loads((output / "tasks.json").read_text()) == []
+    assert (output / "review.csv").read_text().splitlines() == [",".join(review.CSV_COLUMNS)]
+
+
+def test_the_readme_train_line_of_the_review_loop_parses_with_its_extra_labels_flag():
+    from jobs import train
+    from tests import documented
+
+    (command,) = [command for command in documented.readme_review_commands() if "jobs.train" in command]
+    args = train.build_parser().parse_args(shlex.split(command)[3:])
+    assert args.extra_labels and args.extra_labels.startswith("outputs/demo/review/")
