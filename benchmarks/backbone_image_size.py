@@ -8,7 +8,7 @@ of a training run's cost, and records the side of the base's last feature map: i
 both bases, so 64 px leaves 2×2 cells. The registry's per-backbone defaults cite these figures.
 
     python -m benchmarks.backbone_image_size --output benchmarks/results/backbones/image_size.json
-    python -m benchmarks.backbone_image_size --sizes 64,96 --mobilenet-weights /path/to/no_top.weights.h5 --output a.json
+    python -m benchmarks.backbone_image_size --sizes 64,96 --mobilenet-weights /path/to/no_top.h5 --output a.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ DEFAULT_SIZES = "64,96,128"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.backbone_image_size", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.backbone_image_size", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"input sides in pixels (default {DEFAULT_SIZES})")
     parser.add_argument(
         "--mobilenet-weights",
@@ -56,7 +58,9 @@ def load_pixels(paths: list[str], size: int) -> np.ndarray:
     )
 
 
-def probe(name: str, weights: str, size: int, train: tuple[list[str], list[str]], test: tuple[list[str], list[str]]) -> dict[str, Any]:
+def probe(
+    name: str, weights: str, size: int, train: tuple[list[str], list[str]], test: tuple[list[str], list[str]]
+) -> dict[str, Any]:
     """Macro-F1 of a logistic regression on the frozen base's pooled features at one size."""
     import keras
     from sklearn.linear_model import LogisticRegression
@@ -73,7 +77,9 @@ def probe(name: str, weights: str, size: int, train: tuple[list[str], list[str]]
     test_features = features_model.predict(load_pixels(test[0], size), batch_size=64, verbose=0)
     seconds = time.perf_counter() - started
     scaler = StandardScaler().fit(train_features)
-    classifier = LogisticRegression(max_iter=3000, class_weight="balanced").fit(scaler.transform(train_features), train[1])
+    classifier = LogisticRegression(max_iter=3000, class_weight="balanced").fit(
+        scaler.transform(train_features), train[1]
+    )
     predicted = classifier.predict(scaler.transform(test_features))
     return {
         "model": name,

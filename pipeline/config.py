@@ -67,7 +67,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
-        _check(len(self.names) > 0, "model.names", self.names, "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0")
+        _check(
+            len(self.names) > 0,
+            "model.names",
+            self.names,
+            "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0",
+        )
         _check(32 <= self.image_size <= 1024, "model.image_size", self.image_size, "32..1024")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "0 <= x < 1")
         _check(bool(self.weights), "model.weights", self.weights, "imagenet, none or a weights-file URI")

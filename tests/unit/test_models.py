@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import MODEL_BUILDERS, build_model, get_entry
-from models import efficientnet_lite0, mobilenet_v2
+from models import MODEL_BUILDERS, build_model, efficientnet_lite0, get_entry, mobilenet_v2
 from models.registry import BackboneDefaults
 
 
