@@ -102,7 +102,7 @@ def build_model(
         image_size: Square input side in pixels.
         pixel_range: What the first layer maps [0, 255] onto, instead of the range the builder
             declares; for comparisons against models fed the wrong range, never for the product.
-        **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
+        **options: Builder-specific options (e.g. `weights` for the pretrained backbones).
 
     Raises:
         ValueError: Unknown name, fewer than two classes or an empty pixel range.
