@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "train_images": len(train[0]),
         "test_images": len(test[0]),
-        "weights": dict(backbones),
+        # File names only: where a weights file sits on the measuring machine is not a result.
+        "weights": {name: os.path.basename(weights) for name, weights in backbones},
         "rows": rows,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
