@@ -57,7 +57,9 @@ class DataConfig:
 class ModelConfig:
     names: tuple[str, ...] = ("custom_cnn", "mobilenet_v2")
     image_size: int = 224
-    # "imagenet" (Keras download), "none", or a local/s3:// Keras weights file for the base.
+    # "imagenet", "none", or a local/s3:// weights file for the base. "imagenet" is a Keras download
+    # for mobilenet_v2 and the pip-installed checkpoint for efficientnet_lite0 (a file: a legacy
+    # PyTorch state dict for efficientnet_lite0, a Keras no-top weights file for mobilenet_v2).
     weights: str = "imagenet"
     # Used only when `weights` cannot be fetched (e.g. no internet); None means fail instead.
     weights_fallback: str | None = None
@@ -65,7 +67,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
-        _check(len(self.names) > 0, "model.names", self.names, "one or more of custom_cnn, mobilenet_v2")
+        _check(
+            len(self.names) > 0,
+            "model.names",
+            self.names,
+            "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0",
+        )
         _check(32 <= self.image_size <= 1024, "model.image_size", self.image_size, "32..1024")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "0 <= x < 1")
         _check(bool(self.weights), "model.weights", self.weights, "imagenet, none or a weights-file URI")

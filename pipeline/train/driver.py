@@ -46,7 +46,7 @@ class TrainingPlan:
     config: JobConfig
     frame: pd.DataFrame  # catalog rows with their split
     label_index: LabelIndex
-    weights: WeightsChoice | None
+    weights: dict[str, WeightsChoice]  # per model that takes pretrained weights
     run_name: str
 
 
@@ -79,13 +79,14 @@ def prepare_training(catalog_uri: str, output_uri: str, config: JobConfig) -> Tr
             f"the train split has {train_rows} images but one step needs workers × "
             f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
         )
-    weights = None
-    takes_weights = [name for name in config.model.names if get_entry(name).takes_weights]
-    if takes_weights:
-        weights = artifacts.resolve_weights(
-            config.model.weights, config.model.weights_fallback, config.model.image_size
-        )
-        logger.info("%s weights: %s", ", ".join(takes_weights), weights.source)
+    weights = {}
+    for name in config.model.names:
+        check_weights = get_entry(name).check_weights
+        if check_weights is not None:
+            weights[name] = artifacts.resolve_weights(
+                config.model.weights, config.model.weights_fallback, config.model.image_size, check_weights
+            )
+            logger.info("%s weights: %s", name, weights[name].source)
     storage.check_writable(output_uri)
     run_name = config.train.run_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     return TrainingPlan(
@@ -135,8 +136,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
             num_classes=len(plan.label_index),
             image_size=config.model.image_size,
             # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
-            two_phase=entry.two_phase and plan.weights is not None and plan.weights.uri is not None,
-            weights=plan.weights.uri if plan.weights else None,
+            two_phase=entry.two_phase and name in plan.weights and plan.weights[name].uri is not None,
+            weights=plan.weights[name].uri if name in plan.weights else None,
             dropout=config.model.dropout,
             class_weights=tuple(float(w) for w in class_weights),
             train=config.train,
@@ -256,7 +257,7 @@ def _model_card(
     best: dict[str, Any] = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
     class_names = plan.label_index.class_names
     entry = get_entry(run.name)
-    weights_source = plan.weights.source if plan.weights and entry.takes_weights else "none (trained from scratch)"
+    weights_source = plan.weights[run.name].source if run.name in plan.weights else "none (trained from scratch)"
     return ModelCard(
         name=run.name,
         version=version,
