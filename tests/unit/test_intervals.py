@@ -124,3 +124,21 @@ def test_paired_difference_sees_a_small_consistent_gain_that_separate_intervals_
     result = intervals.paired_difference(true, second, first, 3)
     assert result["accuracy"]["difference"] == pytest.approx(12 / 300)
     assert result["accuracy"]["verdict"] == "A better than B"  # ...yet pairing shows the gain
+
+
+def test_training_comparison_table_gives_each_test_figure_its_interval(tmp_path):
+    from pipeline.train.driver import write_comparison
+
+    true, good = _images(200, 3, 0.9, seed=12)
+    _, poor = _images(200, 3, 0.5, seed=13)
+    names = ["a", "b", "rare"]
+    results = {name: {"test": summarize(true, np.eye(3)[p], names)} for name, p in (("cnn", good), ("mnv2", poor))}
+    write_comparison(str(tmp_path), results, tuple(names))
+    table = (tmp_path / "comparison.md").read_text()
+    test = results["cnn"]["test"]
+    low, high = test["macro"]["f1_interval"]
+    assert f"| {test['macro']['f1']:.4f} [{low:.4f}, {high:.4f}] |" in table
+    low, high = test["per_class"][2]["f1_interval"]
+    assert f"{test['per_class'][2]['f1']:.3f} [{low:.3f}, {high:.3f}] |" in table
+    assert "95% interval, percentile bootstrap over the test images" in table
+    assert "Classes with under 20 test images give noisy F1" in table
