@@ -52,7 +52,7 @@ def describe() -> dict[str, Any]:
 def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
     """The central `confidence` percentile interval along the first axis: shape (2, ...)."""
     tail = (1.0 - confidence) / 2 * 100
-    return np.percentile(values, [tail, 100 - tail], axis=0)
+    return np.asarray(np.percentile(values, [tail, 100 - tail], axis=0))
 
 
 def confusion_intervals(confusion: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
