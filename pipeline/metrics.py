@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss
 
+from pipeline import intervals
+
 LOW_SUPPORT = 20
 
 
@@ -93,7 +95,9 @@ def summarize_counts(
 ) -> dict[str, Any]:
     """The summary from additive counts: what `summarize` gives for the rows the counts came from,
     and what a scoring run gives by summing its files' tallies. P/R/F1 follow scikit-learn's
-    definitions with zero_division=0 (tests/unit/test_metrics.py compares them)."""
+    definitions with zero_division=0 (tests/unit/test_metrics.py compares them). Accuracy,
+    macro-F1 and each class's F1 carry a 95% bootstrap interval over images (`pipeline.intervals`),
+    which needs only the confusion matrix, so a summed tally has them too."""
     confusion = np.asarray(confusion, dtype=np.int64)
     rows = int(confusion.sum())
     if rows == 0:
@@ -101,13 +105,23 @@ def summarize_counts(
         return {
             "rows": 0,
             "accuracy": None,
+            "accuracy_interval": None,
             "loss": None,
-            "macro": empty,
+            "macro": {**empty, "f1_interval": None},
             "weighted": empty,
             "per_class": [
-                {"label": name, "precision": None, "recall": None, "f1": None, "support": 0, "low_support": True}
+                {
+                    "label": name,
+                    "precision": None,
+                    "recall": None,
+                    "f1": None,
+                    "f1_interval": None,
+                    "support": 0,
+                    "low_support": True,
+                }
                 for name in class_names
             ],
+            "intervals": intervals.describe(),
             "labels": list(class_names),
             "confusion_matrix": confusion.tolist(),
             "expected_calibration_error": None,
@@ -119,11 +133,18 @@ def summarize_counts(
     recall = _divide(true_positive, support)
     f1 = _divide(2 * true_positive, predicted + support)
     weights = support / rows
+    bootstrap = intervals.confusion_intervals(confusion)
     return {
         "rows": rows,
         "accuracy": float(true_positive.sum() / rows),
+        "accuracy_interval": bootstrap["accuracy"],
         "loss": loss,
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
+        "macro": {
+            "precision": float(precision.mean()),
+            "recall": float(recall.mean()),
+            "f1": float(f1.mean()),
+            "f1_interval": bootstrap["macro_f1"],
+        },
         "weighted": {
             "precision": float((precision * weights).sum()),
             "recall": float((recall * weights).sum()),
@@ -135,6 +156,7 @@ def summarize_counts(
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
+                "f1_interval": bootstrap["f1"][i],
                 "support": int(support[i]),
                 "low_support": bool(support[i] < LOW_SUPPORT),
             }
@@ -142,6 +164,7 @@ def summarize_counts(
         ],
         "labels": list(class_names),
         "confusion_matrix": confusion.tolist(),
+        "intervals": intervals.describe(),
         "expected_calibration_error": _ece(bin_count, bin_confidence, bin_correct, rows),
     }
 

@@ -309,7 +309,9 @@ class EvaluationSummary:
         """The figures run.json carries, so a reader of the run needs no second file."""
         return {
             "accuracy": self.metrics["accuracy"],
+            "accuracy_interval": self.metrics.get("accuracy_interval"),  # absent from summaries before intervals
             "macro_f1": self.metrics["macro"]["f1"],
+            "macro_f1_interval": self.metrics["macro"].get("f1_interval"),
             "loss": self.metrics["loss"],
             "evaluated_rows": self.evaluated_rows,
             "unknown_label_rows": int(sum(self.unknown_labels.values())),

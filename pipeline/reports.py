@@ -152,6 +152,15 @@ def _cell(field: str, value: Any, model: str | None = None, tag: str = "td") -> 
     return f'<{tag} data-field="{html.escape(field)}" data-value="{html.escape(exact)}"{owner}>{_number(value)}</{tag}>'
 
 
+def _interval(field: str, interval: Sequence[float] | None, model: str | None = None) -> str:
+    """A 95% interval as "[low, high]", each bound a figure naming its summary.json path
+    (`field`.0 and `field`.1); "—" where the summary has none (no rows, or written before intervals)."""
+    if not interval:
+        return '<span class="interval">—</span>'
+    low, high = (_cell(f"{field}.{i}", float(interval[i]), model, tag="span") for i in (0, 1))
+    return f'<span class="interval">[{low}, {high}]</span>'
+
+
 @dataclass(frozen=True)
 class Picture:
     """One row shown as a thumbnail: the image's data URI, and why it is a placeholder, if it is."""
@@ -184,6 +193,10 @@ def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
     metrics = summary.get("metrics", {})
     unknown = summary.get("unknown_labels", {})
     unknown_text = ", ".join(f"{html.escape(k)} ({v} rows)" for k, v in unknown.items()) if unknown else "none"
+    intervals = {
+        "metrics.accuracy": _interval("metrics.accuracy_interval", metrics.get("accuracy_interval"), model),
+        "metrics.macro.f1": _interval("metrics.macro.f1_interval", metrics.get("macro", {}).get("f1_interval"), model),
+    }
     figures = [
         ("rows evaluated", "metrics.rows", metrics.get("rows", 0)),
         ("accuracy", "metrics.accuracy", metrics.get("accuracy")),
@@ -194,8 +207,23 @@ def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
         ("sent to review (low confidence)", "review.rows", summary.get("review", {}).get("rows", 0)),
         ("accuracy of the rest", "review.accuracy_on_rest", summary.get("review", {}).get("accuracy_on_rest")),
     ]
-    rows = "".join(f"<tr><th>{name}</th>{_cell(field, value, model)}</tr>" for name, field, value in figures)
-    return rows + f"<tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>"
+    rows = "".join(
+        f"<tr><th>{name}</th>{_cell(field, value, model)}<td>{intervals.get(field, '')}</td></tr>"
+        for name, field, value in figures
+    )
+    return rows + f"<tr><th>labels the model does not know</th><td colspan=2>{unknown_text}</td></tr>"
+
+
+def _interval_note(metrics: dict[str, Any]) -> str:
+    """How the intervals were made, from the summary's own record of it."""
+    made = metrics.get("intervals")
+    if not made:
+        return "<p>This summary was written without intervals.</p>"
+    return (
+        f'<p id="interval-method">95% intervals: {html.escape(str(made["method"]))}, {made["resamples"]} resamples,'
+        f" seed {made['seed']}. Two models whose intervals overlap may still differ: compare them on the same"
+        " images with the paired comparison.</p>"
+    )
 
 
 def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str]) -> str:
@@ -231,6 +259,7 @@ def report_html(
     rows = "".join(
         f"<tr{' class=low' if row['low_support'] else ''}><td>{escape(row['label'])}</td>"
         + "".join(_cell(f"metrics.per_class.{i}.{key}", row[key]) for key in ("precision", "recall", "f1"))
+        + f"<td>{_interval(f'metrics.per_class.{i}.f1_interval', row.get('f1_interval'))}</td>"
         + f"{_cell(f'metrics.per_class.{i}.support', row['support'])}"
         + f"<td>{'low support' if row['low_support'] else ''}</td></tr>"
         for i, row in enumerate(metrics.get("per_class", []))
@@ -247,9 +276,11 @@ def report_html(
 <style>{_STYLE}</style></head>
 <body><h1>Evaluation of {escape(summary["model_name"])} ({escape(summary["model_version"])})</h1>
 <p>Catalog <code>{escape(summary["catalog"])}</code>, run <code>{escape(summary["run_id"])}</code>.</p>
-<h2>Headline</h2><table>{_headline_rows(summary)}</table>
+<h2>Headline</h2>{_interval_note(metrics)}
+<table><tr><th></th><th>value</th><th>95% interval</th></tr>{_headline_rows(summary)}</table>
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th></th></tr>{rows}</table>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>F1 95% interval</th><th>support</th>
+<th></th></tr>{rows}</table>
 <h2>Confusion matrix</h2>{figure("confusion", "confusion matrix")}
 <h2>Calibration</h2>{figure("reliability", "reliability diagram")}{_calibration_rows(calibration, reliability_series)}
 <h2>Training curves</h2>{figure("curves", "training curves")}
@@ -271,9 +302,68 @@ class ComparedRun:
     figures: dict[str, str]  # "confusion", "curves" → data URIs
 
 
-def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
-    """Models side by side on one held-out catalog: headline, per-class F1, confusion matrices,
-    curves, and a link to each model's own report."""
+@dataclass(frozen=True)
+class ComparedPair:
+    """Model A minus model B on the same images (`pipeline.intervals.paired_difference`), or why not."""
+
+    first: str
+    second: str
+    figures: dict[str, Any] | None
+    reason: str | None = None
+
+
+def verdict_text(pair: ComparedPair, metric: str) -> str:
+    """The verdict with the models' names: a winner only when the interval of the difference excludes 0."""
+    if pair.figures is None:
+        return f"no paired comparison: {pair.reason}"
+    wording = str(pair.figures[metric]["verdict"])
+    if wording == "A better than B":
+        return f"{pair.first} better than {pair.second}"
+    if wording == "B better than A":
+        return f"{pair.second} better than {pair.first}"
+    return wording
+
+
+def _pair_rows(pairs: Sequence[ComparedPair]) -> str:
+    if not pairs:
+        return "<p>One model: nothing to compare.</p>"
+    rows = ""
+    for pair in pairs:
+        for metric, name in (("macro_f1", "macro F1"), ("accuracy", "accuracy")):
+            figures = (pair.figures or {}).get(metric)
+            owner = f'data-pair="{html.escape(pair.first)} - {html.escape(pair.second)}" data-metric="{metric}"'
+            if figures is None:
+                cells = "<td>—</td><td>—</td>"
+            else:
+                low, high = figures["interval"]
+                cells = f"<td>{figures['difference']:+.4f}</td><td>[{low:+.4f}, {high:+.4f}]</td>"
+            rows += (
+                f"<tr {owner}><td>{html.escape(pair.first)} − {html.escape(pair.second)}</td><td>{name}</td>{cells}"
+                f'<td class="verdict">{html.escape(verdict_text(pair, metric))}</td></tr>'
+            )
+    images = next((pair.figures["images"] for pair in pairs if pair.figures), None)
+    method = (
+        f"<p>Paired bootstrap over the {images} images both models scored ({intervals_method(pairs)}): a model is"
+        " called better only when the 95% interval of the difference excludes 0.</p>"
+        if images
+        else ""
+    )
+    return (
+        f'{method}<table id="paired"><tr><th>A − B</th><th>figure</th><th>difference</th><th>95% interval</th>'
+        f"<th>verdict</th></tr>{rows}</table>"
+    )
+
+
+def intervals_method(pairs: Sequence[ComparedPair]) -> str:
+    """The bootstrap's resamples and seed, as the paired figures recorded them."""
+    figures = next(pair.figures for pair in pairs if pair.figures)
+    return f"{figures['resamples']} resamples, seed {figures['seed']}"
+
+
+def comparison_html(runs: Sequence[ComparedRun], catalog: str, pairs: Sequence[ComparedPair] = ()) -> str:
+    """Models side by side on one held-out catalog: headline with 95% intervals, the paired
+    difference of each pair of models with its verdict, per-class F1, confusion matrices, curves,
+    and a link to each model's own report."""
     escape = html.escape
     header = "".join(f"<th>{escape(run.name)}</th>" for run in runs)
     names = [
@@ -297,6 +387,19 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
             else:
                 cells += _cell(field, summary_value(run.summary, field), run.name)
         headline += f"<tr><th>{name}</th>{cells}</tr>"
+        interval_field = {
+            "metrics.accuracy": "metrics.accuracy_interval",
+            "metrics.macro.f1": "metrics.macro.f1_interval",
+        }
+        if field in interval_field:
+            bounds = interval_field[field]
+            cells = "".join(
+                "<td>—</td>"
+                if run.summary is None
+                else f"<td>{_interval(bounds, summary_value(run.summary, bounds), run.name)}</td>"
+                for run in runs
+            )
+            headline += f"<tr><th>{name} 95% interval</th>{cells}</tr>"
     labels: list[str] = []
     for run in runs:
         for row in (run.summary or {}).get("metrics", {}).get("per_class", []):
@@ -311,9 +414,14 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
                 for i, row in enumerate((run.summary or {}).get("metrics", {}).get("per_class", []))
                 if row["label"] == label
             ]
-            cells += (
-                _cell(f"metrics.per_class.{found[0][0]}.f1", found[0][1]["f1"], run.name) if found else "<td>—</td>"
-            )
+            if not found:
+                cells += "<td>—</td>"
+                continue
+            index, row = found[0]
+            value = _cell(f"metrics.per_class.{index}.f1", row["f1"], run.name, tag="span")
+            interval = _interval(f"metrics.per_class.{index}.f1_interval", row.get("f1_interval"), run.name)
+            warning = " <small>(low support)</small>" if row.get("low_support") else ""
+            cells += f"<td>{value} {interval}{warning}</td>"
         per_class += f"<tr><th>{escape(label)}</th>{cells}</tr>"
     sections = ""
     for run in runs:
@@ -330,7 +438,9 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
 <style>{_STYLE}</style></head>
 <body><h1>Models compared on <code>{escape(catalog)}</code></h1>
 <h2>Headline</h2><table><tr><th></th>{header}</tr>{headline}</table>
-<h2>F1 per class</h2><table><tr><th>class</th>{header}</tr>{per_class}</table>
+<h2>Differences on the same images</h2>{_pair_rows(pairs)}
+<h2>F1 per class</h2><p>With its 95% interval; classes with fewer than 20 evaluated images are marked
+low support: their figures are noisy.</p><table><tr><th>class</th>{header}</tr>{per_class}</table>
 <div class="models">{sections}</div>
 </body></html>
 """
