@@ -31,13 +31,13 @@ import ray
 from pipeline import reports, storage
 from pipeline.config import DriftConfig
 from pipeline.records import DriftReport, DriftSignal, ModelCard
+from pipeline.score.predictions import DRIFT_DIR, prediction_files, read_run
 from pipeline.score.tally import Tally
 
 logger = logging.getLogger(__name__)
 
 EPSILON = 1e-4
 STATUSES = ("ok", "warn", "alert")
-DRIFT_DIR = "drift"
 
 
 def population_stability_index(observed: np.ndarray, expected: np.ndarray, epsilon: float = EPSILON) -> float:
@@ -215,8 +215,6 @@ def measure_drift(
         tally: The sum of every prediction file's tally in `output_uri`.
         previous_run_uri: The previous run of the same schedule (incremental mode), or None.
     """
-    from pipeline.score.predictions import prediction_files, read_run  # predictions imports tally, as we do
-
     previous = read_run(previous_run_uri) if previous_run_uri else None
     prior = None
     source = source_prior(card)

@@ -34,6 +34,7 @@ from pipeline.schema import IMAGE_ID, RESERVED_COLUMNS, prediction_schema
 from pipeline.score.drift import measure_drift
 from pipeline.score.evaluation import evaluate_output
 from pipeline.score.predictions import (
+    DRIFT_DIR,
     EVALUATION_DIR,
     PREDICTIONS_DIR,
     RUN_FILE,
@@ -87,7 +88,7 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         raise ValueError(f"manifest columns {clashes} clash with prediction columns; rename them")
     storage.check_writable(output_uri)
     if config.predict.overwrite:
-        for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR):
+        for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR, DRIFT_DIR):
             storage.remove(storage.join(output_uri, name))
     previous = read_run(output_uri)
     if previous is not None and previous.status == "completed":
