@@ -194,6 +194,34 @@ class PredictConfig:
         _check(self.threads_per_actor > 0, "predict.threads_per_actor", self.threads_per_actor, "a positive integer")
 
 
+DRIFT_EXIT_ON = ("never", "warn", "alert")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """When a scoring run's drift report (`pipeline/score/drift.py`) says warn or alert."""
+
+    # Population-stability index bands, the usual ones: under 0.1 ok, under 0.25 warn, else alert.
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    # Fewer scored rows than this (this run, or the reference) are shown but not judged: a PSI of a
+    # handful of rows is noise, and a nightly run with three new images would alert every night.
+    min_rows: int = 100
+    # "never" keeps exit 0 on drift (a scheduler reads run.json); "warn" or "alert" exit 3 at that
+    # status or worse, after every row is written. Off by default: a RayJob or CronJob treats any
+    # non-zero exit as a failure to retry.
+    exit_on: str = "never"
+    # Rows whose probabilities the EM prior estimate reads (a seeded sample of the prediction
+    # files); 0 turns the estimate off.
+    prior_sample_rows: int = 20_000
+
+    def __post_init__(self) -> None:
+        _check(0 < self.psi_warn < self.psi_alert, "drift.psi_warn", self.psi_warn, "0 < x < drift.psi_alert")
+        _check(self.min_rows >= 1, "drift.min_rows", self.min_rows, "a positive integer")
+        _check(self.exit_on in DRIFT_EXIT_ON, "drift.exit_on", self.exit_on, ", ".join(DRIFT_EXIT_ON))
+        _check(self.prior_sample_rows >= 0, "drift.prior_sample_rows", self.prior_sample_rows, ">= 0 (0 = off)")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -202,6 +230,7 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,4 +259,5 @@ _SECTION_TYPES = {
     "train": TrainConfig,
     "resources": ResourcesConfig,
     "predict": PredictConfig,
+    "drift": DriftConfig,
 }

@@ -30,6 +30,21 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.nd
     return count, total, hits.astype(np.int64)
 
 
+DRIFT_BINS = 10  # confidence histogram bins for drift: coarse enough to fill on a small night
+DRIFT_EDGES = np.linspace(0.0, 1.0, DRIFT_BINS + 1)
+
+
+def confidence_histogram(confidence: np.ndarray) -> np.ndarray:
+    """Rows per equal-width confidence bin [low, high), the last bin closed at 1.0.
+
+    Counts, so that histograms of separate files add up; training records the validation split's
+    histogram with the same edges, so a scoring run compares like with like.
+    """
+    confidence = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    bins = np.minimum((confidence * DRIFT_BINS).astype(np.int64), DRIFT_BINS - 1)
+    return np.bincount(bins, minlength=DRIFT_BINS).astype(np.int64)
+
+
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
     """The calibration bins as JSON lists (rows, confidence sum, correct rows per bin), for a
     record that a reliability diagram is drawn from later."""

@@ -245,8 +245,9 @@ def report_html(
     figures: dict[str, str],
     calibration: dict[str, Any] | None = None,
     reliability_series: Sequence[str] = (),
+    drift_status: str | None = None,
 ) -> str:
-    """One page: headline metrics, per-class table with support, confusion matrix, reliability
+    """One page: headline metrics, drift status and charts, per-class table with support, confusion matrix, reliability
     diagram and calibration, training curves, and thumbnails of the worst mistakes and of the
     review queue.
 
@@ -278,6 +279,7 @@ def report_html(
 <p>Catalog <code>{escape(summary["catalog"])}</code>, run <code>{escape(summary["run_id"])}</code>.</p>
 <h2>Headline</h2>{_interval_note(metrics)}
 <table><tr><th></th><th>value</th><th>95% interval</th></tr>{_headline_rows(summary)}</table>
+{_drift_section(drift_status, figure("drift", "drift charts"))}
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>F1 95% interval</th><th>support</th>
 <th></th></tr>{rows}</table>
@@ -289,6 +291,15 @@ def report_html(
 {_number(threshold)}), labelled or not.</p>{_pictures(review_sample, "review")}
 </body></html>
 """
+
+
+def _drift_section(status: str | None, chart: str) -> str:
+    if status is None:
+        return ""
+    return (
+        f'<h2>Drift</h2><p>Status <span data-field="drift.status">{html.escape(status)}</span>; '
+        f'details in <a href="../drift/report.html">the drift report</a>.</p>{chart}'
+    )
 
 
 @dataclass(frozen=True)
@@ -452,3 +463,81 @@ def summary_value(values: dict[str, Any], field: str) -> Any:
     for part in field.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+DRIFT_SIGNALS = {
+    "class_mix": "predicted class mix",
+    "confidence": "confidence histogram",
+    "review_share": "share sent to review",
+}
+
+
+def _shares(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    return array / array.sum() if array.size and array.sum() > 0 else np.zeros_like(array)
+
+
+def drift_png(report: dict[str, Any], class_names: list[str]) -> bytes:
+    """One small chart per drift signal: this run's shares beside training's and the previous
+    run's, the PSI of each in the title; the class-mix chart adds the EM estimate of the prior."""
+    figure = Figure(figsize=(4.2 * len(DRIFT_SIGNALS), 3.6))
+    axes = figure.subplots(1, len(DRIFT_SIGNALS), squeeze=False)[0]
+    for axis, (name, title) in zip(axes, DRIFT_SIGNALS.items()):
+        signals = [signal for signal in report["signals"] if signal["name"] == name]
+        series = [("this run", signals[0]["observed"])] if signals else []
+        series += [
+            (signal["reference"].replace("_", " "), signal["expected"]) for signal in signals if signal["expected"]
+        ]
+        if name == "class_mix" and report.get("estimated_prior"):
+            series.append(("EM prior estimate", report["estimated_prior"]))
+        ticks = {
+            "class_mix": class_names,
+            "confidence": [f"{i / 10:.1f}" for i in range(10)],
+            "review_share": ["review", "kept"],
+        }[name]
+        width = 0.8 / max(len(series), 1)
+        for index, (label, values) in enumerate(series):
+            shares = _shares(values)
+            axis.bar(np.arange(len(shares)) + index * width, shares, width=width, label=label)
+        axis.set_xticks(np.arange(len(ticks)) + 0.4 - width / 2, ticks, rotation=45, fontsize=7)
+        psi = ", ".join(
+            f"{s['reference'].replace('_', ' ')} PSI {_number(s['psi'])} ({s['status'] or 'not judged'})"
+            for s in signals
+        )
+        axis.set_title(f"{title}\n{psi}", fontsize=8)
+        axis.set_ylabel("share of rows")
+        axis.legend(fontsize=7)
+    figure.suptitle(f"drift: {report['status']}")
+    return _png(figure)
+
+
+def drift_html(report: dict[str, Any], class_names: list[str], model_name: str) -> str:
+    """drift/report.html: the status, each signal's PSI against each reference, the chart, and the
+    predicted class mix beside the EM estimate of the catalog's prior."""
+    escape = html.escape
+    rows = "".join(
+        f"<tr><td>{escape(DRIFT_SIGNALS.get(s['name'], s['name']))}</td><td>{escape(s['reference'])}</td>"
+        f"{_cell(f'drift.signals.{i}.psi', s['psi'])}<td>{escape(s['status'] or 'not judged')}</td>"
+        f"<td>{escape(s['note'])}</td></tr>"
+        for i, s in enumerate(report["signals"])
+    )
+    predicted = _shares(report["predicted_counts"])
+    prior = report.get("estimated_prior") or [None] * len(class_names)
+    mix = "".join(
+        f"<tr><td>{escape(name)}</td>{_cell(f'drift.predicted_counts.{i}', report['predicted_counts'][i])}"
+        f"<td>{_number(predicted[i] if predicted.size else None)}</td>"
+        f"{_cell(f'drift.estimated_prior.{i}', prior[i])}</tr>"
+        for i, name in enumerate(class_names)
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Drift: {escape(model_name)}</title><style>{_STYLE}</style></head>
+<body><h1>Drift of this run: <span id="drift-status" data-field="drift.status">{escape(report["status"])}</span></h1>
+<p>{report["rows"]} scored rows; previous run of this schedule: {escape(str(report.get("previous_run")))}.
+Population-stability index per signal; ok below the warn threshold, alert above the alert one.</p>
+<table><tr><th>signal</th><th>against</th><th>PSI</th><th>status</th><th></th></tr>{rows}</table>
+<img class="figure" src="drift.png" alt="drift charts">
+<h2>Class mix: predicted, and estimated by EM from the calibrated probabilities</h2>
+<p>The predicted mix carries the model's confusions; the EM estimate corrects for them.</p>
+<table><tr><th>class</th><th>predicted rows</th><th>predicted share</th><th>EM prior estimate</th></tr>{mix}</table>
+</body></html>
+"""

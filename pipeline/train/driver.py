@@ -25,8 +25,8 @@ from pipeline.calibration import apply_temperature, choose_review_threshold, fit
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
-from pipeline.metrics import reliability_bins, summarize
-from pipeline.records import Calibration, ModelCard, OnnxExport, Review
+from pipeline.metrics import confidence_histogram, reliability_bins, summarize
+from pipeline.records import Calibration, DriftBaseline, ModelCard, OnnxExport, Review
 from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
@@ -191,6 +191,8 @@ class HeldOut:
     calibration: Calibration
     review: Review
     probe: np.ndarray  # real test images, for the ONNX check
+    validation_confidence_counts: list[int]  # calibrated, for the card's drift baseline
+    validation_review_share: float
 
 
 def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray.data.Dataset]) -> dict[str, Any]:
@@ -251,7 +253,15 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
         test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
     review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
-    return HeldOut(test, calibration, Review(**review), probe)
+    confidence = val_probabilities.max(axis=1)
+    return HeldOut(
+        test,
+        calibration,
+        Review(**review),
+        probe,
+        confidence_histogram(confidence).tolist(),
+        float((confidence < review["threshold"]).mean()) if len(confidence) else 0.0,
+    )
 
 
 def _model_card(
@@ -271,6 +281,11 @@ def _model_card(
         onnx=onnx,
         calibration=held_out.calibration,
         review=held_out.review,
+        drift_baseline=DriftBaseline(
+            class_counts={name: int(run.split_counts.get("train", {}).get(name, 0)) for name in class_names},
+            confidence_counts=held_out.validation_confidence_counts,
+            review_share=held_out.validation_review_share,
+        ),
         details={
             "config": plan.config.to_dict(),
             "catalog": plan.catalog_uri,
