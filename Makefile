@@ -14,13 +14,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Train both models on the shipped sample catalog, then score the held-out catalog with each; the
-# last line printed is the page comparing them (each model's report.html is linked from it).
+# Train the three models on the shipped sample catalog, then score the held-out catalog with each;
+# the last line printed is the page comparing them (each model's report.html is linked from it).
 demo: venv
 	$(PY) -m jobs.train --catalog data/sample_catalog --output $(OUT)/models --config local
 	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/custom_cnn --output $(OUT)/scores/custom_cnn --config local --set predict.overwrite=true
 	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/mobilenet_v2 --output $(OUT)/scores/mobilenet_v2 --config local --set predict.overwrite=true
-	$(PY) -m jobs.summarize $(OUT)/scores/custom_cnn $(OUT)/scores/mobilenet_v2 --page $(OUT)/index.html
+	$(PY) -m jobs.score --catalog data/heldout_catalog --model $(OUT)/models/efficientnet_lite0 --output $(OUT)/scores/efficientnet_lite0 --config local --set predict.overwrite=true
+	$(PY) -m jobs.summarize $(OUT)/scores/custom_cnn $(OUT)/scores/mobilenet_v2 $(OUT)/scores/efficientnet_lite0 --page $(OUT)/index.html
 
 # ruff (lint + format) over the tree; mypy --strict over models/ and pipeline/ (pyproject.toml).
 lint: venv

@@ -10,9 +10,10 @@ rows, cancel the fixed start-up cost. Each run must write every row exactly once
 With `--s3`, a `<root>/<label>/<prefix>/<key>.png` folder catalog on moto's S3 server (loopback) is scored
 too, and every request the run makes to it is counted by method (LIST, HEAD, GET, ...).
 
-Object-store bytes are not reported: Ray's state API and `ray memory` need a running cluster,
-and the scoring job's embedded cluster ends with the process; they would also not tell the
-driver's objects from the workers'.
+What the driver puts into the object store is bounded by what it serializes for Ray: the driver
+runs through `benchmarks/driver_probe.py`, which counts every `ray.put` value and task argument.
+Ray's state API and `ray memory` cannot give it: they need a running cluster, the job's embedded
+one ends with the process, and they do not tell the driver's objects from the workers'.
 
     python -m benchmarks.scale --rows 50000,250000 --s3 --output benchmarks/results/scale/scale.json
     python -m benchmarks.scale --tiny --output tiny.json      # CI: about 2 minutes
@@ -21,6 +22,7 @@ driver's objects from the workers'.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, driver_probe
 from benchmarks.common import REPO, build_artifact, machine
 
 CLASS_NAMES = ["bag", "boot", "sandal", "sneaker", "trouser"]
@@ -194,12 +196,31 @@ def driver_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def probed(command: list[str]) -> list[str]:
+    """`python -m jobs.score ...` run through `benchmarks.driver_probe`, in the same process."""
+    assert command[1] == "-m", command
+    return [command[0], "-m", "benchmarks.driver_probe", *command[2:]]
+
+
+def serialized(probe_path: str) -> dict[str, float]:
+    """What the driver handed to Ray (benchmarks/driver_probe.py), or nothing if it never exited cleanly."""
+    if not os.path.exists(probe_path):
+        return {}
+    with open(probe_path) as handle:
+        totals = json.load(handle)
+    return {
+        "driver_serialized_mb": round(totals["serialized_bytes"] / 2**20, 2),
+        "driver_serialized_values": totals["serialized_values"],
+    }
+
+
 def run_driver(command: list[str], log_path: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs the scoring command as its own process and samples it."""
-    env = driver_env(extra_env)
+    probe_path = log_path + ".probe.json"
+    env = driver_env({**(extra_env or {}), driver_probe.ENV: probe_path})
     with open(log_path, "w") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(probed(command), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         sampler = DriverSampler(process.pid)
         sampler.start()
         cpu = sampler.finish()
@@ -214,6 +235,7 @@ def run_driver(command: list[str], log_path: str, extra_env: dict[str, str] | No
         "driver_peak_rss_mb": round(sampler.peak_rss_kb / 1024, 1),
         "driver_cpu_seconds": round(cpu["driver_user_seconds"] + cpu["driver_system_seconds"], 2),
         **cpu,
+        **serialized(probe_path),
         "log": log_path,
     }
 
@@ -261,8 +283,11 @@ def slopes(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, name in (
         ("driver_peak_rss_mb", "driver_peak_rss_mb_per_million_rows"),
         ("driver_cpu_seconds", "driver_cpu_seconds_per_million_rows"),
+        ("driver_serialized_mb", "driver_serialized_mb_per_million_rows"),
         ("wall_seconds", "wall_seconds_per_million_rows"),
     ):
+        if not all(key in run for run in runs):
+            continue
         values = np.array([run[key] for run in runs], dtype=float)
         result[name] = round(float(np.polyfit(rows, values, 1)[0]), 1)
     return result
@@ -592,14 +617,19 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['machine'].get('load_average_end', ['?'])[0]} at end, on {results['machine']['cpus']} cores: "
         "wall times move with it, the driver's own CPU seconds and peak RSS much less.",
         "",
-        "| rows | wall s | driver CPU s | driver peak RSS MB | rows out |",
-        "|---|---|---|---|---|",
+        "| rows | wall s | driver CPU s | driver peak RSS MB | driver → Ray MB | rows out |",
+        "|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         lines.append(
             f"| {run['rows_in']:,} | {run['wall_seconds']} | {run['driver_cpu_seconds']} | "
-            f"{run['driver_peak_rss_mb']} | {run['rows_out']:,} |"
+            f"{run['driver_peak_rss_mb']} | {run.get('driver_serialized_mb', '-')} | {run['rows_out']:,} |"
         )
+    lines += [
+        "",
+        "driver → Ray: the serialized size of every `ray.put` value and task argument the driver sent "
+        "(benchmarks/driver_probe.py), an upper bound on the bytes it put into the object store.",
+    ]
     lines += ["", "| per million rows (slope) | measured | target |", "|---|---|---|"]
     for name, value in results["slopes"].items():
         check = results["targets"].get(name)

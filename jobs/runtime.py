@@ -22,6 +22,9 @@ from pipeline.resources import on_remote_cluster
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# jobs.score only, opt-in (drift.exit_on): the run completed and wrote every row, but its drift
+# report reached the configured status. Never returned unless asked for.
+EXIT_DRIFT = 3
 # How long a cluster named by RAY_ADDRESS has to accept a connection before the job gives up.
 CONNECT_TIMEOUT_S = 5.0
 

@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     log_file = runtime.log_file_for(args.output, "score")
     # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
     with runtime.native_stderr_to(None if args.verbose else log_file):
+        from pipeline.score.drift import signals_scheduler
         from pipeline.score.driver import prepare_scoring, score
         from pipeline.score.incremental import prepare_incremental, score_incremental
+        from pipeline.score.predictions import read_run
     runtime.setup_logging(log_file=log_file, verbose=args.verbose)
     runtime.announce_log_file(log_file, args.verbose, "scoring")
 
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"current view: {view.rows} rows ({view.scored_this_run} scored now, {view.unchanged} "
                 f"unchanged, {view.deleted} deleted) → {args.output}"
             )
-            return runtime.EXIT_OK
+            latest = read_run(incremental.plan.output_uri) if view.scored_this_run else None
+            drifted = latest is not None and latest.drift is not None and signals_scheduler(latest.drift, config.drift)
+            return runtime.EXIT_DRIFT if drifted else runtime.EXIT_OK
         plan = prepare_scoring(args.catalog, args.model, args.output, config)
         runtime.init_ray(config.resources, verbose=args.verbose)
         manifest = score(plan)
@@ -87,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         for problem in manifest.problems:
             logger.error("run failed: %s", problem)
-        return runtime.EXIT_OK if manifest.status == "completed" else runtime.EXIT_FAILED
+        if manifest.drift is not None:
+            print(f"drift: {manifest.drift.status} (details in {plan.output_uri}/drift/report.html)")
+        if manifest.status != "completed":
+            return runtime.EXIT_FAILED
+        drifted = manifest.drift is not None and signals_scheduler(manifest.drift, config.drift)
+        return runtime.EXIT_DRIFT if drifted else runtime.EXIT_OK
 
     code = runtime.run(body)
-    when = "scoring done" if code == runtime.EXIT_OK else "scoring failed"
+    when = "scoring done" if code in (runtime.EXIT_OK, runtime.EXIT_DRIFT) else "scoring failed"
     runtime.end_log(args.output, log_file, made_output, args.verbose, when, code)
     return code
 

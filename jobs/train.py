@@ -19,12 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
     parser.add_argument("--catalog", required=True, help="labelled catalog: <root>/<label>/ tree or manifest")
     parser.add_argument("--output", required=True, help="where model artifacts go (path or s3://)")
-    parser.add_argument("--models", help="comma-separated: custom_cnn,mobilenet_v2")
+    parser.add_argument("--models", help="comma-separated: custom_cnn,mobilenet_v2,efficientnet_lite0")
     parser.add_argument("--workers", type=int, help="Ray Train workers")
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
-    parser.add_argument("--epochs", type=int, help="custom_cnn epochs and mobilenet_v2 head epochs")
+    parser.add_argument("--epochs", type=int, help="custom_cnn epochs and the pretrained models' head epochs")
     parser.add_argument("--image-size", type=int, help="square input size in pixels")
-    parser.add_argument("--weights", help="mobilenet_v2 base weights: imagenet, none, or a file path/s3:// URI")
+    parser.add_argument("--weights", help="pretrained base weights: imagenet, none, or a file path/s3:// URI")
     parser.add_argument(
         "--extra-labels", help="reviewed labels (Label Studio JSON export or review CSV) added to training only"
     )

@@ -62,6 +62,21 @@ def build_mobilenet_v2(
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
+def check_weights(weights: str, image_size: int) -> str:
+    """Builds the no-top base with `weights` ("imagenet" downloads through Keras, once per machine).
+
+    Returns:
+        What the model card says about the weights.
+
+    Raises:
+        Exception: Whatever Keras raises for a failed download or a file that does not fit.
+    """
+    keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3), alpha=1.0, include_top=False, weights=weights
+    )
+    return "imagenet (Keras applications download)" if weights == "imagenet" else weights
+
+
 def base_model(model: keras.Model) -> keras.Model:
     return model.get_layer(BASE_NAME)
 

@@ -9,8 +9,24 @@ from typing import Any
 
 import keras
 
-from models import custom_cnn, mobilenet_v2
+from models import custom_cnn, efficientnet_lite0, mobilenet_v2
 from models.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class BackboneDefaults:
+    """What a pretrained backbone was measured to need; the README's image-size table is the source.
+
+    The config's values apply to every model in a run; these say what to set per backbone.
+    """
+
+    image_size: int
+    head_epochs: int
+    fine_tune_epochs: int
+    fine_tune_layers: int
+    # Side of the base's last feature map at `image_size` (input / 32 for both bases): at 2×2 the
+    # global average pool sees four cells, too few for the head to find the object in.
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,10 @@ class ModelEntry:
     takes_weights: bool = False
     # With weights: train the head first, then this unfreezes the top `count` base layers.
     unfreeze_top: Callable[[keras.Model, int], list[str]] | None = None
+    # Builds the base with `weights` ("imagenet" or a local file) at an image size, raising if they
+    # do not fit; returns what the model card says about them.
+    check_weights: Callable[[str, int], str] | None = None
+    defaults: BackboneDefaults | None = None
 
     @property
     def two_phase(self) -> bool:
@@ -37,6 +57,20 @@ MODEL_BUILDERS: dict[str, ModelEntry] = {
         mobilenet_v2.input_spec,
         takes_weights=True,
         unfreeze_top=mobilenet_v2.unfreeze_top_layers,
+        check_weights=mobilenet_v2.check_weights,
+        defaults=BackboneDefaults(
+            image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
+        ),
+    ),
+    "efficientnet_lite0": ModelEntry(
+        efficientnet_lite0.build_efficientnet_lite0,
+        efficientnet_lite0.input_spec,
+        takes_weights=True,
+        unfreeze_top=efficientnet_lite0.unfreeze_top_layers,
+        check_weights=efficientnet_lite0.check_weights,
+        defaults=BackboneDefaults(
+            image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
+        ),
     ),
 }
 
@@ -68,7 +102,7 @@ def build_model(
         image_size: Square input side in pixels.
         pixel_range: What the first layer maps [0, 255] onto, instead of the range the builder
             declares; for comparisons against models fed the wrong range, never for the product.
-        **options: Builder-specific options (e.g. `weights` for mobilenet_v2).
+        **options: Builder-specific options (e.g. `weights` for the pretrained backbones).
 
     Raises:
         ValueError: Unknown name, fewer than two classes or an empty pixel range.

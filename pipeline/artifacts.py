@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,51 +35,56 @@ class WeightsChoice:
     source: str
 
 
-def resolve_weights(weights: str, fallback: str | None, image_size: int) -> WeightsChoice:
-    """Checks the requested pretrained weights before any work starts.
+def resolve_weights(
+    weights: str, fallback: str | None, image_size: int, check_weights: Callable[[str, int], str]
+) -> WeightsChoice:
+    """Checks the requested pretrained weights for one model before any work starts.
 
-    "imagenet" is tried once (Keras downloads and caches it); if that fails and the config names a
-    fallback, the fallback is used and said loudly. A file must exist and fit MobileNetV2's no-top
-    base.
+    "imagenet" is tried once (what it means is the model's: a Keras download for MobileNetV2, a
+    pip-installed checkpoint for EfficientNet-Lite0); if that fails and the config names a
+    fallback, the fallback is used and said loudly. A file must exist and fit the model's base.
+
+    Args:
+        weights: "imagenet", "none" or a weights-file URI.
+        fallback: Used when `weights` fails; None means fail instead.
+        image_size: Input side the base is built at.
+        check_weights: The registry entry's check: builds the base with the weights, raising if
+            they do not fit, and returns what the model card says.
 
     Raises:
-        ValueError: Missing file, a file that does not match the architecture, or a failed
-            download without a configured fallback.
+        ValueError: Missing file, a file that does not match the architecture, or unavailable
+            "imagenet" weights without a configured fallback.
     """
     try:
-        return _resolve_one(weights, image_size)
+        return _resolve_one(weights, image_size, check_weights)
     except ValueError as error:
         if fallback is None:
             raise
         logger.warning("weights %r unavailable (%s); using the configured fallback %r", weights, error, fallback)
-        choice = _resolve_one(fallback, image_size)
+        choice = _resolve_one(fallback, image_size, check_weights)
         return WeightsChoice(choice.uri, f"{choice.source} (fallback: {weights!r} unavailable: {error})")
 
 
-def _resolve_one(weights: str, image_size: int) -> WeightsChoice:
-    import keras
-
+def _resolve_one(weights: str, image_size: int, check_weights: Callable[[str, int], str]) -> WeightsChoice:
     if weights.lower() == "none":
         return WeightsChoice(None, "none (random initialisation)")
     if weights.lower() == "imagenet":
         try:
-            keras.applications.MobileNetV2(
-                input_shape=(image_size, image_size, 3), include_top=False, weights="imagenet"
-            )
+            source = check_weights("imagenet", image_size)
         except Exception as error:  # no internet surfaces as many different exception types
             raise ValueError(
-                f"--weights imagenet could not be downloaded ({type(error).__name__}: "
+                f"--weights imagenet could not be loaded ({type(error).__name__}: "
                 f"{error}); pass --weights none or a local/s3:// weights file"
             ) from error
-        return WeightsChoice("imagenet", "imagenet (Keras applications download)")
+        return WeightsChoice("imagenet", source)
     if not storage.exists(weights):
         raise ValueError(f"--weights {weights!r} does not exist; pass imagenet, none or a weights file")
     local_path = fetch_weights(weights)
     try:
-        keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=local_path)
+        check_weights(local_path, image_size)
     except Exception as error:
         raise ValueError(
-            f"--weights {weights!r} does not fit MobileNetV2 (alpha 1.0, no top): {type(error).__name__}: {error}"
+            f"--weights {weights!r} does not fit the model's base: {type(error).__name__}: {error}"
         ) from error
     digest = hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:16]
     return WeightsChoice(storage.normalize(weights), f"file {storage.normalize(weights)} (sha256 {digest})")

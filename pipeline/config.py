@@ -57,7 +57,9 @@ class DataConfig:
 class ModelConfig:
     names: tuple[str, ...] = ("custom_cnn", "mobilenet_v2")
     image_size: int = 224
-    # "imagenet" (Keras download), "none", or a local/s3:// Keras weights file for the base.
+    # "imagenet", "none", or a local/s3:// weights file for the base. "imagenet" is a Keras download
+    # for mobilenet_v2 and the pip-installed checkpoint for efficientnet_lite0 (a file: a legacy
+    # PyTorch state dict for efficientnet_lite0, a Keras no-top weights file for mobilenet_v2).
     weights: str = "imagenet"
     # Used only when `weights` cannot be fetched (e.g. no internet); None means fail instead.
     weights_fallback: str | None = None
@@ -65,7 +67,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
-        _check(len(self.names) > 0, "model.names", self.names, "one or more of custom_cnn, mobilenet_v2")
+        _check(
+            len(self.names) > 0,
+            "model.names",
+            self.names,
+            "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0",
+        )
         _check(32 <= self.image_size <= 1024, "model.image_size", self.image_size, "32..1024")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "0 <= x < 1")
         _check(bool(self.weights), "model.weights", self.weights, "imagenet, none or a weights-file URI")
@@ -187,6 +194,34 @@ class PredictConfig:
         _check(self.threads_per_actor > 0, "predict.threads_per_actor", self.threads_per_actor, "a positive integer")
 
 
+DRIFT_EXIT_ON = ("never", "warn", "alert")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """When a scoring run's drift report (`pipeline/score/drift.py`) says warn or alert."""
+
+    # Population-stability index bands, the usual ones: under 0.1 ok, under 0.25 warn, else alert.
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    # Fewer scored rows than this (this run, or the reference) are shown but not judged: a PSI of a
+    # handful of rows is noise, and a nightly run with three new images would alert every night.
+    min_rows: int = 100
+    # "never" keeps exit 0 on drift (a scheduler reads run.json); "warn" or "alert" exit 3 at that
+    # status or worse, after every row is written. Off by default: a RayJob or CronJob treats any
+    # non-zero exit as a failure to retry.
+    exit_on: str = "never"
+    # Rows whose probabilities the EM prior estimate reads (a seeded sample of the prediction
+    # files); 0 turns the estimate off.
+    prior_sample_rows: int = 20_000
+
+    def __post_init__(self) -> None:
+        _check(0 < self.psi_warn < self.psi_alert, "drift.psi_warn", self.psi_warn, "0 < x < drift.psi_alert")
+        _check(self.min_rows >= 1, "drift.min_rows", self.min_rows, "a positive integer")
+        _check(self.exit_on in DRIFT_EXIT_ON, "drift.exit_on", self.exit_on, ", ".join(DRIFT_EXIT_ON))
+        _check(self.prior_sample_rows >= 0, "drift.prior_sample_rows", self.prior_sample_rows, ">= 0 (0 = off)")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -195,6 +230,7 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -223,4 +259,5 @@ _SECTION_TYPES = {
     "train": TrainConfig,
     "resources": ResourcesConfig,
     "predict": PredictConfig,
+    "drift": DriftConfig,
 }

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss
 
+from pipeline import intervals
+
 LOW_SUPPORT = 20
 
 
@@ -26,6 +28,21 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.nd
     total = np.bincount(bins[inside], weights=confidence[inside], minlength=ECE_BINS)
     hits = np.bincount(bins[inside], weights=np.asarray(correct, dtype=np.float64)[inside], minlength=ECE_BINS)
     return count, total, hits.astype(np.int64)
+
+
+DRIFT_BINS = 10  # confidence histogram bins for drift: coarse enough to fill on a small night
+DRIFT_EDGES = np.linspace(0.0, 1.0, DRIFT_BINS + 1)
+
+
+def confidence_histogram(confidence: np.ndarray) -> np.ndarray:
+    """Rows per equal-width confidence bin [low, high), the last bin closed at 1.0.
+
+    Counts, so that histograms of separate files add up; training records the validation split's
+    histogram with the same edges, so a scoring run compares like with like.
+    """
+    confidence = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    bins = np.minimum((confidence * DRIFT_BINS).astype(np.int64), DRIFT_BINS - 1)
+    return np.bincount(bins, minlength=DRIFT_BINS).astype(np.int64)
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
@@ -93,7 +110,9 @@ def summarize_counts(
 ) -> dict[str, Any]:
     """The summary from additive counts: what `summarize` gives for the rows the counts came from,
     and what a scoring run gives by summing its files' tallies. P/R/F1 follow scikit-learn's
-    definitions with zero_division=0 (tests/unit/test_metrics.py compares them)."""
+    definitions with zero_division=0 (tests/unit/test_metrics.py compares them). Accuracy,
+    macro-F1 and each class's F1 carry a 95% bootstrap interval over images (`pipeline.intervals`),
+    which needs only the confusion matrix, so a summed tally has them too."""
     confusion = np.asarray(confusion, dtype=np.int64)
     rows = int(confusion.sum())
     if rows == 0:
@@ -101,13 +120,23 @@ def summarize_counts(
         return {
             "rows": 0,
             "accuracy": None,
+            "accuracy_interval": None,
             "loss": None,
-            "macro": empty,
+            "macro": {**empty, "f1_interval": None},
             "weighted": empty,
             "per_class": [
-                {"label": name, "precision": None, "recall": None, "f1": None, "support": 0, "low_support": True}
+                {
+                    "label": name,
+                    "precision": None,
+                    "recall": None,
+                    "f1": None,
+                    "f1_interval": None,
+                    "support": 0,
+                    "low_support": True,
+                }
                 for name in class_names
             ],
+            "intervals": intervals.describe(),
             "labels": list(class_names),
             "confusion_matrix": confusion.tolist(),
             "expected_calibration_error": None,
@@ -119,11 +148,18 @@ def summarize_counts(
     recall = _divide(true_positive, support)
     f1 = _divide(2 * true_positive, predicted + support)
     weights = support / rows
+    bootstrap = intervals.confusion_intervals(confusion)
     return {
         "rows": rows,
         "accuracy": float(true_positive.sum() / rows),
+        "accuracy_interval": bootstrap["accuracy"],
         "loss": loss,
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
+        "macro": {
+            "precision": float(precision.mean()),
+            "recall": float(recall.mean()),
+            "f1": float(f1.mean()),
+            "f1_interval": bootstrap["macro_f1"],
+        },
         "weighted": {
             "precision": float((precision * weights).sum()),
             "recall": float((recall * weights).sum()),
@@ -135,6 +171,7 @@ def summarize_counts(
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
+                "f1_interval": bootstrap["f1"][i],
                 "support": int(support[i]),
                 "low_support": bool(support[i] < LOW_SUPPORT),
             }
@@ -142,6 +179,7 @@ def summarize_counts(
         ],
         "labels": list(class_names),
         "confusion_matrix": confusion.tolist(),
+        "intervals": intervals.describe(),
         "expected_calibration_error": _ece(bin_count, bin_confidence, bin_correct, rows),
     }
 

@@ -46,6 +46,17 @@ class Review:
 
 
 @dataclass(frozen=True)
+class DriftBaseline:
+    """What scoring compares a catalog with to judge drift: the training split's class counts, and
+    the validation split's calibrated confidence histogram (`pipeline.metrics.DRIFT_EDGES`) and
+    the share of it below the review threshold."""
+
+    class_counts: dict[str, int]
+    confidence_counts: list[int]
+    review_share: float
+
+
+@dataclass(frozen=True)
 class OnnxExport:
     """What the ONNX export left: `file` is None when it was refused, and `reason` says why."""
 
@@ -70,6 +81,7 @@ class ModelCard:
     onnx: OnnxExport | None = None
     calibration: Calibration | None = None
     review: Review | None = None
+    drift_baseline: DriftBaseline | None = None  # None in cards written before drift reports
     details: dict[str, Any] = field(default_factory=dict, compare=False)
 
     REQUIRED = ("name", "version", "class_names", "input")
@@ -91,7 +103,7 @@ class ModelCard:
             "input": self.input.to_dict(),
             "weights_source": self.weights_source,
         }
-        for key in ("onnx", "calibration", "review"):
+        for key in ("onnx", "calibration", "review", "drift_baseline"):
             block = getattr(self, key)
             if block is not None:
                 values[key] = dataclasses.asdict(block)
@@ -115,6 +127,7 @@ class ModelCard:
             onnx=_block(OnnxExport, values.get("onnx")),
             calibration=_block(Calibration, values.get("calibration")),
             review=_block(Review, values.get("review")),
+            drift_baseline=_block(DriftBaseline, values.get("drift_baseline")),
             details={key: value for key, value in values.items() if key not in typed},
         )
 
@@ -191,13 +204,15 @@ class RunManifest:
     counts: RunCounts | None = None
     timings: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None  # the evaluation headline; None when unlabelled
+    drift: DriftReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["problems"] = list(self.problems)
         values["counts"] = self.counts.to_dict() if self.counts else None
+        values["drift"] = self.drift.to_dict() if self.drift else None
         if self.status == "running":  # what a reader of an unfinished run sees: no figures yet
-            for key in ("problems", "counts", "timings", "evaluation"):
+            for key in ("problems", "counts", "timings", "evaluation", "drift"):
                 values.pop(key)
         return values
 
@@ -218,7 +233,53 @@ class RunManifest:
             counts=RunCounts.from_dict(counts) if counts else None,
             timings=values.get("timings"),
             evaluation=values.get("evaluation"),
+            drift=DriftReport.from_dict(values["drift"]) if values.get("drift") else None,
         )
+
+
+# --------------------------------------------------------------------------- drift report
+
+
+@dataclass(frozen=True)
+class DriftSignal:
+    """One signal against one reference: both distributions as counts, their PSI and its status.
+    `psi` and `status` are None when the reference is missing or either side is too small."""
+
+    name: str  # class_mix | confidence | review_share
+    reference: str  # training | previous_run
+    observed: list[float]
+    expected: list[float]
+    psi: float | None
+    status: str | None  # ok | warn | alert; None when not judged
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """run.json's `drift` block: this run's signal counts (the next run's "previous run"), each
+    signal's PSI against training and the previous run, the EM estimate of the class prior, and
+    the worst status."""
+
+    status: str  # ok | warn | alert
+    rows: int
+    predicted_counts: list[int]
+    confidence_counts: list[int]
+    review_rows: int
+    signals: tuple[DriftSignal, ...]
+    estimated_prior: list[float] | None = None
+    previous_run: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["signals"] = [dataclasses.asdict(signal) for signal in self.signals]
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DriftReport:
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {key: value for key, value in values.items() if key in known}
+        fields["signals"] = tuple(DriftSignal(**signal) for signal in values.get("signals", []))
+        return cls(**fields)
 
 
 # --------------------------------------------------------------------------- incremental view
@@ -309,7 +370,9 @@ class EvaluationSummary:
         """The figures run.json carries, so a reader of the run needs no second file."""
         return {
             "accuracy": self.metrics["accuracy"],
+            "accuracy_interval": self.metrics.get("accuracy_interval"),  # absent from summaries before intervals
             "macro_f1": self.metrics["macro"]["f1"],
+            "macro_f1_interval": self.metrics["macro"].get("f1_interval"),
             "loss": self.metrics["loss"],
             "evaluated_rows": self.evaluated_rows,
             "unknown_label_rows": int(sum(self.unknown_labels.values())),

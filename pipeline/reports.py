@@ -152,6 +152,15 @@ def _cell(field: str, value: Any, model: str | None = None, tag: str = "td") -> 
     return f'<{tag} data-field="{html.escape(field)}" data-value="{html.escape(exact)}"{owner}>{_number(value)}</{tag}>'
 
 
+def _interval(field: str, interval: Sequence[float] | None, model: str | None = None) -> str:
+    """A 95% interval as "[low, high]", each bound a figure naming its summary.json path
+    (`field`.0 and `field`.1); "—" where the summary has none (no rows, or written before intervals)."""
+    if not interval:
+        return '<span class="interval">—</span>'
+    low, high = (_cell(f"{field}.{i}", float(interval[i]), model, tag="span") for i in (0, 1))
+    return f'<span class="interval">[{low}, {high}]</span>'
+
+
 @dataclass(frozen=True)
 class Picture:
     """One row shown as a thumbnail: the image's data URI, and why it is a placeholder, if it is."""
@@ -184,6 +193,10 @@ def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
     metrics = summary.get("metrics", {})
     unknown = summary.get("unknown_labels", {})
     unknown_text = ", ".join(f"{html.escape(k)} ({v} rows)" for k, v in unknown.items()) if unknown else "none"
+    intervals = {
+        "metrics.accuracy": _interval("metrics.accuracy_interval", metrics.get("accuracy_interval"), model),
+        "metrics.macro.f1": _interval("metrics.macro.f1_interval", metrics.get("macro", {}).get("f1_interval"), model),
+    }
     figures = [
         ("rows evaluated", "metrics.rows", metrics.get("rows", 0)),
         ("accuracy", "metrics.accuracy", metrics.get("accuracy")),
@@ -194,8 +207,23 @@ def _headline_rows(summary: dict[str, Any], model: str | None = None) -> str:
         ("sent to review (low confidence)", "review.rows", summary.get("review", {}).get("rows", 0)),
         ("accuracy of the rest", "review.accuracy_on_rest", summary.get("review", {}).get("accuracy_on_rest")),
     ]
-    rows = "".join(f"<tr><th>{name}</th>{_cell(field, value, model)}</tr>" for name, field, value in figures)
-    return rows + f"<tr><th>labels the model does not know</th><td>{unknown_text}</td></tr>"
+    rows = "".join(
+        f"<tr><th>{name}</th>{_cell(field, value, model)}<td>{intervals.get(field, '')}</td></tr>"
+        for name, field, value in figures
+    )
+    return rows + f"<tr><th>labels the model does not know</th><td colspan=2>{unknown_text}</td></tr>"
+
+
+def _interval_note(metrics: dict[str, Any]) -> str:
+    """How the intervals were made, from the summary's own record of it."""
+    made = metrics.get("intervals")
+    if not made:
+        return "<p>This summary was written without intervals.</p>"
+    return (
+        f'<p id="interval-method">95% intervals: {html.escape(str(made["method"]))}, {made["resamples"]} resamples,'
+        f" seed {made['seed']}. Two models whose intervals overlap may still differ: compare them on the same"
+        " images with the paired comparison.</p>"
+    )
 
 
 def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str]) -> str:
@@ -217,8 +245,9 @@ def report_html(
     figures: dict[str, str],
     calibration: dict[str, Any] | None = None,
     reliability_series: Sequence[str] = (),
+    drift_status: str | None = None,
 ) -> str:
-    """One page: headline metrics, per-class table with support, confusion matrix, reliability
+    """One page: headline metrics, drift status and charts, per-class table with support, confusion matrix, reliability
     diagram and calibration, training curves, and thumbnails of the worst mistakes and of the
     review queue.
 
@@ -231,6 +260,7 @@ def report_html(
     rows = "".join(
         f"<tr{' class=low' if row['low_support'] else ''}><td>{escape(row['label'])}</td>"
         + "".join(_cell(f"metrics.per_class.{i}.{key}", row[key]) for key in ("precision", "recall", "f1"))
+        + f"<td>{_interval(f'metrics.per_class.{i}.f1_interval', row.get('f1_interval'))}</td>"
         + f"{_cell(f'metrics.per_class.{i}.support', row['support'])}"
         + f"<td>{'low support' if row['low_support'] else ''}</td></tr>"
         for i, row in enumerate(metrics.get("per_class", []))
@@ -247,9 +277,12 @@ def report_html(
 <style>{_STYLE}</style></head>
 <body><h1>Evaluation of {escape(summary["model_name"])} ({escape(summary["model_version"])})</h1>
 <p>Catalog <code>{escape(summary["catalog"])}</code>, run <code>{escape(summary["run_id"])}</code>.</p>
-<h2>Headline</h2><table>{_headline_rows(summary)}</table>
+<h2>Headline</h2>{_interval_note(metrics)}
+<table><tr><th></th><th>value</th><th>95% interval</th></tr>{_headline_rows(summary)}</table>
+{_drift_section(drift_status, figure("drift", "drift charts"))}
 <h2>Per class</h2><p>Classes with fewer than 20 evaluated images are highlighted: their figures are noisy.</p>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th></th></tr>{rows}</table>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>F1 95% interval</th><th>support</th>
+<th></th></tr>{rows}</table>
 <h2>Confusion matrix</h2>{figure("confusion", "confusion matrix")}
 <h2>Calibration</h2>{figure("reliability", "reliability diagram")}{_calibration_rows(calibration, reliability_series)}
 <h2>Training curves</h2>{figure("curves", "training curves")}
@@ -258,6 +291,15 @@ def report_html(
 {_number(threshold)}), labelled or not.</p>{_pictures(review_sample, "review")}
 </body></html>
 """
+
+
+def _drift_section(status: str | None, chart: str) -> str:
+    if status is None:
+        return ""
+    return (
+        f'<h2>Drift</h2><p>Status <span data-field="drift.status">{html.escape(status)}</span>; '
+        f'details in <a href="../drift/report.html">the drift report</a>.</p>{chart}'
+    )
 
 
 @dataclass(frozen=True)
@@ -271,9 +313,68 @@ class ComparedRun:
     figures: dict[str, str]  # "confusion", "curves" → data URIs
 
 
-def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
-    """Models side by side on one held-out catalog: headline, per-class F1, confusion matrices,
-    curves, and a link to each model's own report."""
+@dataclass(frozen=True)
+class ComparedPair:
+    """Model A minus model B on the same images (`pipeline.intervals.paired_difference`), or why not."""
+
+    first: str
+    second: str
+    figures: dict[str, Any] | None
+    reason: str | None = None
+
+
+def verdict_text(pair: ComparedPair, metric: str) -> str:
+    """The verdict with the models' names: a winner only when the interval of the difference excludes 0."""
+    if pair.figures is None:
+        return f"no paired comparison: {pair.reason}"
+    wording = str(pair.figures[metric]["verdict"])
+    if wording == "A better than B":
+        return f"{pair.first} better than {pair.second}"
+    if wording == "B better than A":
+        return f"{pair.second} better than {pair.first}"
+    return wording
+
+
+def _pair_rows(pairs: Sequence[ComparedPair]) -> str:
+    if not pairs:
+        return "<p>One model: nothing to compare.</p>"
+    rows = ""
+    for pair in pairs:
+        for metric, name in (("macro_f1", "macro F1"), ("accuracy", "accuracy")):
+            figures = (pair.figures or {}).get(metric)
+            owner = f'data-pair="{html.escape(pair.first)} - {html.escape(pair.second)}" data-metric="{metric}"'
+            if figures is None:
+                cells = "<td>—</td><td>—</td>"
+            else:
+                low, high = figures["interval"]
+                cells = f"<td>{figures['difference']:+.4f}</td><td>[{low:+.4f}, {high:+.4f}]</td>"
+            rows += (
+                f"<tr {owner}><td>{html.escape(pair.first)} − {html.escape(pair.second)}</td><td>{name}</td>{cells}"
+                f'<td class="verdict">{html.escape(verdict_text(pair, metric))}</td></tr>'
+            )
+    images = next((pair.figures["images"] for pair in pairs if pair.figures), None)
+    method = (
+        f"<p>Paired bootstrap over the {images} images both models scored ({intervals_method(pairs)}): a model is"
+        " called better only when the 95% interval of the difference excludes 0.</p>"
+        if images
+        else ""
+    )
+    return (
+        f'{method}<table id="paired"><tr><th>A − B</th><th>figure</th><th>difference</th><th>95% interval</th>'
+        f"<th>verdict</th></tr>{rows}</table>"
+    )
+
+
+def intervals_method(pairs: Sequence[ComparedPair]) -> str:
+    """The bootstrap's resamples and seed, as the paired figures recorded them."""
+    figures = next(pair.figures for pair in pairs if pair.figures)
+    return f"{figures['resamples']} resamples, seed {figures['seed']}"
+
+
+def comparison_html(runs: Sequence[ComparedRun], catalog: str, pairs: Sequence[ComparedPair] = ()) -> str:
+    """Models side by side on one held-out catalog: headline with 95% intervals, the paired
+    difference of each pair of models with its verdict, per-class F1, confusion matrices, curves,
+    and a link to each model's own report."""
     escape = html.escape
     header = "".join(f"<th>{escape(run.name)}</th>" for run in runs)
     names = [
@@ -297,6 +398,19 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
             else:
                 cells += _cell(field, summary_value(run.summary, field), run.name)
         headline += f"<tr><th>{name}</th>{cells}</tr>"
+        interval_field = {
+            "metrics.accuracy": "metrics.accuracy_interval",
+            "metrics.macro.f1": "metrics.macro.f1_interval",
+        }
+        if field in interval_field:
+            bounds = interval_field[field]
+            cells = "".join(
+                "<td>—</td>"
+                if run.summary is None
+                else f"<td>{_interval(bounds, summary_value(run.summary, bounds), run.name)}</td>"
+                for run in runs
+            )
+            headline += f"<tr><th>{name} 95% interval</th>{cells}</tr>"
     labels: list[str] = []
     for run in runs:
         for row in (run.summary or {}).get("metrics", {}).get("per_class", []):
@@ -311,9 +425,14 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
                 for i, row in enumerate((run.summary or {}).get("metrics", {}).get("per_class", []))
                 if row["label"] == label
             ]
-            cells += (
-                _cell(f"metrics.per_class.{found[0][0]}.f1", found[0][1]["f1"], run.name) if found else "<td>—</td>"
-            )
+            if not found:
+                cells += "<td>—</td>"
+                continue
+            index, row = found[0]
+            value = _cell(f"metrics.per_class.{index}.f1", row["f1"], run.name, tag="span")
+            interval = _interval(f"metrics.per_class.{index}.f1_interval", row.get("f1_interval"), run.name)
+            warning = " <small>(low support)</small>" if row.get("low_support") else ""
+            cells += f"<td>{value} {interval}{warning}</td>"
         per_class += f"<tr><th>{escape(label)}</th>{cells}</tr>"
     sections = ""
     for run in runs:
@@ -330,7 +449,9 @@ def comparison_html(runs: Sequence[ComparedRun], catalog: str) -> str:
 <style>{_STYLE}</style></head>
 <body><h1>Models compared on <code>{escape(catalog)}</code></h1>
 <h2>Headline</h2><table><tr><th></th>{header}</tr>{headline}</table>
-<h2>F1 per class</h2><table><tr><th>class</th>{header}</tr>{per_class}</table>
+<h2>Differences on the same images</h2>{_pair_rows(pairs)}
+<h2>F1 per class</h2><p>With its 95% interval; classes with fewer than 20 evaluated images are marked
+low support: their figures are noisy.</p><table><tr><th>class</th>{header}</tr>{per_class}</table>
 <div class="models">{sections}</div>
 </body></html>
 """
@@ -342,3 +463,81 @@ def summary_value(values: dict[str, Any], field: str) -> Any:
     for part in field.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+DRIFT_SIGNALS = {
+    "class_mix": "predicted class mix",
+    "confidence": "confidence histogram",
+    "review_share": "share sent to review",
+}
+
+
+def _shares(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    return array / array.sum() if array.size and array.sum() > 0 else np.zeros_like(array)
+
+
+def drift_png(report: dict[str, Any], class_names: list[str]) -> bytes:
+    """One small chart per drift signal: this run's shares beside training's and the previous
+    run's, the PSI of each in the title; the class-mix chart adds the EM estimate of the prior."""
+    figure = Figure(figsize=(4.2 * len(DRIFT_SIGNALS), 3.6))
+    axes = figure.subplots(1, len(DRIFT_SIGNALS), squeeze=False)[0]
+    for axis, (name, title) in zip(axes, DRIFT_SIGNALS.items()):
+        signals = [signal for signal in report["signals"] if signal["name"] == name]
+        series = [("this run", signals[0]["observed"])] if signals else []
+        series += [
+            (signal["reference"].replace("_", " "), signal["expected"]) for signal in signals if signal["expected"]
+        ]
+        if name == "class_mix" and report.get("estimated_prior"):
+            series.append(("EM prior estimate", report["estimated_prior"]))
+        ticks = {
+            "class_mix": class_names,
+            "confidence": [f"{i / 10:.1f}" for i in range(10)],
+            "review_share": ["review", "kept"],
+        }[name]
+        width = 0.8 / max(len(series), 1)
+        for index, (label, values) in enumerate(series):
+            shares = _shares(values)
+            axis.bar(np.arange(len(shares)) + index * width, shares, width=width, label=label)
+        axis.set_xticks(np.arange(len(ticks)) + 0.4 - width / 2, ticks, rotation=45, fontsize=7)
+        psi = ", ".join(
+            f"{s['reference'].replace('_', ' ')} PSI {_number(s['psi'])} ({s['status'] or 'not judged'})"
+            for s in signals
+        )
+        axis.set_title(f"{title}\n{psi}", fontsize=8)
+        axis.set_ylabel("share of rows")
+        axis.legend(fontsize=7)
+    figure.suptitle(f"drift: {report['status']}")
+    return _png(figure)
+
+
+def drift_html(report: dict[str, Any], class_names: list[str], model_name: str) -> str:
+    """drift/report.html: the status, each signal's PSI against each reference, the chart, and the
+    predicted class mix beside the EM estimate of the catalog's prior."""
+    escape = html.escape
+    rows = "".join(
+        f"<tr><td>{escape(DRIFT_SIGNALS.get(s['name'], s['name']))}</td><td>{escape(s['reference'])}</td>"
+        f"{_cell(f'drift.signals.{i}.psi', s['psi'])}<td>{escape(s['status'] or 'not judged')}</td>"
+        f"<td>{escape(s['note'])}</td></tr>"
+        for i, s in enumerate(report["signals"])
+    )
+    predicted = _shares(report["predicted_counts"])
+    prior = report.get("estimated_prior") or [None] * len(class_names)
+    mix = "".join(
+        f"<tr><td>{escape(name)}</td>{_cell(f'drift.predicted_counts.{i}', report['predicted_counts'][i])}"
+        f"<td>{_number(predicted[i] if predicted.size else None)}</td>"
+        f"{_cell(f'drift.estimated_prior.{i}', prior[i])}</tr>"
+        for i, name in enumerate(class_names)
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Drift: {escape(model_name)}</title><style>{_STYLE}</style></head>
+<body><h1>Drift of this run: <span id="drift-status" data-field="drift.status">{escape(report["status"])}</span></h1>
+<p>{report["rows"]} scored rows; previous run of this schedule: {escape(str(report.get("previous_run")))}.
+Population-stability index per signal; ok below the warn threshold, alert above the alert one.</p>
+<table><tr><th>signal</th><th>against</th><th>PSI</th><th>status</th><th></th></tr>{rows}</table>
+<img class="figure" src="drift.png" alt="drift charts">
+<h2>Class mix: predicted, and estimated by EM from the calibrated probabilities</h2>
+<p>The predicted mix carries the model's confusions; the EM estimate corrects for them.</p>
+<table><tr><th>class</th><th>predicted rows</th><th>predicted share</th><th>EM prior estimate</th></tr>{mix}</table>
+</body></html>
+"""

@@ -2,19 +2,30 @@
 
 S3 endpoint and credentials come from the standard AWS_* variables (AWS_ENDPOINT_URL for
 S3-compatible stores), so the same code talks to AWS, MinIO or moto's server.
+
+Whole-object reads from S3 (`read_bytes`: every image fetch) go through obstore, a Rust client,
+instead of s3fs: one GET costs the caller about 0.4-0.6 ms of CPU against s3fs's 2.7 ms (measured
+against the same loopback server), and on a 2-core scoring node that CPU is what a slow S3's
+latency otherwise turns into. Its credentials come from botocore's chain, the one s3fs uses
+(environment, profiles, instance and web-identity roles), so both clients act as the same user.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import posixpath
 import uuid
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow.fs
+
+if TYPE_CHECKING:
+    from obstore.store import S3Credential
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +97,59 @@ def read_bytes(uri: str) -> bytes:
     if not is_remote(uri):
         with open(path, "rb") as handle:
             return handle.read()
-    # s3fs reads a large object in concurrent ranges, which starts with a HEAD for its size; one
-    # stream means one GET (images are small; the batch's images are what run concurrently).
-    options = {"max_concurrency": 1} if "s3" in _protocols(fs) else {}
-    data: bytes = fs.cat_file(path, **options)
+    if "s3" in _protocols(fs):
+        return _s3_get(path)
+    data: bytes = fs.cat_file(path)
     return data
+
+
+def _s3_get(path: str) -> bytes:
+    """One GET, no HEAD. obstore raises FileNotFoundError for a missing key, as s3fs does."""
+    import obstore
+
+    bucket, _, key = path.partition("/")
+    store = _s3_store(bucket, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    return bytes(obstore.get(store, key).bytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _s3_store(bucket: str, endpoint: str | None) -> Any:
+    """One client per bucket and endpoint per process, made on first use (never pickled)."""
+    import botocore.session
+    from obstore.store import S3Store
+
+    session = botocore.session.get_session()
+    options: dict[str, Any] = {"region": session.get_config_variable("region") or "us-east-1"}
+    if endpoint:
+        options["endpoint"] = endpoint
+    return S3Store(
+        bucket,
+        credential_provider=BotocoreCredentials(session),
+        client_options={"allow_http": bool(endpoint and endpoint.startswith("http://"))},
+        **options,
+    )
+
+
+class BotocoreCredentials:
+    """obstore's credential provider over botocore's chain, re-read every few minutes so that
+    refreshed role credentials reach obstore too."""
+
+    def __init__(self, session: Any, ttl: timedelta = timedelta(minutes=5)) -> None:
+        self.session, self.ttl = session, ttl
+
+    def __call__(self) -> S3Credential:
+        credentials = self.session.get_credentials()
+        if credentials is None:
+            raise PermissionError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role"
+            )
+        frozen = credentials.get_frozen_credentials()
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(UTC) + self.ttl,
+        }
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

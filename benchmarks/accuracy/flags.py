@@ -9,8 +9,10 @@ from benchmarks.accuracy import __doc__ as PACKAGE_DOC
 from benchmarks.accuracy.settings import (
     ALL_VARIANTS,
     DEFAULT_CACHE,
+    DEFAULT_REPEATS,
     SAMPLE_CATALOG,
     TINY_IMAGE_SIZE,
+    TINY_REPEATS,
     TINY_VARIANTS,
     Schedule,
     Settings,
@@ -75,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Keras seed for the baselines (default --seed); vary it to see run-to-run noise",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        help="runs per variant, to report mean ± std beside each run's 95%% intervals (default 3; --tiny: 2). "
+        "Baselines use Keras seeds --baseline-seed, +1, ...; product runs repeat the same config",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
         help="CI smoke: 32 px, 1 epoch, product_custom_cnn + baseline_fixed_cnn, shipped held-out",
@@ -133,6 +141,7 @@ def settings_from_args(args: argparse.Namespace, command: str) -> Settings:
         reuse_work=args.reuse_work,
         append=args.append,
         notes=args.notes,
+        repeats=args.repeats if args.repeats is not None else (TINY_REPEATS if args.tiny else DEFAULT_REPEATS),
     )
 
 

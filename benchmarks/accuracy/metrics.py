@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
 def metric_block(
     labels: np.ndarray, calibrated: np.ndarray, uncalibrated: np.ndarray, class_names: list[str], minority: str
 ) -> dict[str, Any]:
-    """Headline metrics (pipeline.metrics.summarize) on the calibrated probabilities, plus the
+    """Headline metrics (pipeline.metrics.summarize) on the calibrated probabilities, with the 95%
+    bootstrap intervals over the held-out images of accuracy, macro-F1 and minority F1, plus the
     uncalibrated log loss and ECE. Temperature scaling never changes the argmax, so accuracy and
     F1 are the same either way."""
     from pipeline.metrics import summarize
@@ -41,13 +43,17 @@ def metric_block(
     after = summarize(labels, calibrated, class_names)
     before = summarize(labels, uncalibrated, class_names)
     per_class = {row["label"]: row["f1"] for row in after["per_class"]}
+    minority_row = next(row for row in after["per_class"] if row["label"] == minority)
     return {
         "rows": after["rows"],
         "accuracy": after["accuracy"],
+        "accuracy_interval": after["accuracy_interval"],
         "macro_f1": after["macro"]["f1"],
+        "macro_f1_interval": after["macro"]["f1_interval"],
         "weighted_f1": after["weighted"]["f1"],
         "per_class_f1": per_class,
         "minority_f1": per_class[minority],
+        "minority_f1_interval": minority_row["f1_interval"],
         "minority_recall": next(r["recall"] for r in after["per_class"] if r["label"] == minority),
         "log_loss": after["loss"],
         "log_loss_uncalibrated": before["loss"],
@@ -65,3 +71,37 @@ def uncalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     raw = np.exp(logits)
     return raw / raw.sum(axis=1, keepdims=True)
+
+
+REPEATED = ("accuracy", "macro_f1", "minority_f1")
+
+
+def repeat_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant and imbalance strategy (the row id without its "#repeat"), the mean and sample
+    standard deviation of the held-out figures over the repeats, beside the mean half-width of their
+    95% intervals: the std is training's run-to-run noise, the interval the held-out images' own.
+
+    Args:
+        rows: Result rows; each has "row" ("variant[strategy]#k", or without "#k" for one repeat)
+            and "heldout" with the figures of REPEATED and their "_interval"s.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["row"].split("#")[0], []).append(row)
+    summary = []
+    for group, members in groups.items():
+        entry: dict[str, Any] = {"row": group, "repeats": len(members)}
+        for key in REPEATED:
+            values = [float(member["heldout"][key]) for member in members]
+            widths = [
+                (member["heldout"][f"{key}_interval"][1] - member["heldout"][f"{key}_interval"][0]) / 2
+                for member in members
+                if member["heldout"].get(f"{key}_interval")
+            ]
+            entry[key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "interval_half_width": statistics.fmean(widths) if widths else None,
+            }
+        summary.append(entry)
+    return summary

@@ -8,6 +8,7 @@ import math
 import os
 
 from benchmarks.accuracy.judging import imbalance_choice, judge
+from benchmarks.accuracy.metrics import REPEATED, repeat_summary
 from benchmarks.accuracy.settings import ECE_BINS, IMBALANCE_STRATEGIES, RUN_ORDER, default_imbalance
 from benchmarks.common import write_json
 
@@ -18,6 +19,7 @@ def write_outputs(results: dict, output: str) -> None:
     results["rows"] = sorted(results["rows"], key=_row_order)
     results["targets"] = judge(results)
     results["imbalance_choice"] = imbalance_choice(results)
+    results["repeat_summary"] = repeat_summary(results["rows"])
     write_json(os.path.join(output, "accuracy.json"), results)
     with open(os.path.join(output, "results.md"), "w") as handle:
         handle.write(results_markdown(results))
@@ -41,7 +43,7 @@ def read_results(output: str) -> dict:
 
 def _row_order(row: dict) -> tuple:
     imbalance = row["imbalance"] if row["imbalance"] in IMBALANCE_STRATEGIES else ""
-    return (RUN_ORDER.index(row["variant"]), imbalance != default_imbalance(), imbalance)
+    return (RUN_ORDER.index(row["variant"]), imbalance != default_imbalance(), imbalance, row.get("repeat", 1))
 
 
 def reliability_png(results: dict) -> bytes:
@@ -96,6 +98,7 @@ def results_markdown(results: dict) -> str:
     out = [f"# Held-out accuracy: product vs the study's method ({results['finished_at'] or 'unfinished'})", ""]
     out += _setup(results)
     out += _headline_table(results)
+    out += _repeats_table(results)
     out += _per_class_table(results)
     out += _targets(results)
     if results.get("notes"):
@@ -134,9 +137,9 @@ def _headline_table(results: dict) -> list[str]:
         "model",
         "imbalance",
         "input",
-        "acc",
-        "macro-F1",
-        f"F1 {minority} (minority)",
+        "acc [95% CI]",
+        "macro-F1 [95% CI]",
+        f"F1 {minority} (minority) [95% CI]",
         "log loss",
         "ECE before",
         "ECE after",
@@ -145,6 +148,29 @@ def _headline_table(results: dict) -> list[str]:
     ]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return out + [_headline_row(row) for row in results["rows"]]
+
+
+def _with_interval(held: dict, key: str) -> str:
+    """A held-out figure and its 95% interval, "0.912 [0.897, 0.926]" (rows from before intervals: the figure)."""
+    interval = held.get(f"{key}_interval")
+    return _f(held[key]) + (f" [{_f(interval[0])}, {_f(interval[1])}]" if interval else "")
+
+
+def _repeats_table(results: dict) -> list[str]:
+    """Mean ± std over the repeats of each row, beside the mean half-width of one run's interval."""
+    names = {"accuracy": "acc", "macro_f1": "macro-F1", "minority_f1": f"F1 {results['minority']}"}
+    header = ["variant", "runs"] + [f"{names[key]} mean ± std (95% CI ±)" for key in REPEATED]
+    out = ["", "Over the repeats (std: training's run-to-run noise; CI ±: mean half-width of one run's 95% "
+           "bootstrap interval over the held-out images):", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    for entry in results.get("repeat_summary", []):
+        cells = [f"`{entry['row']}`", str(entry["repeats"])]
+        for key in REPEATED:
+            figures = entry[key]
+            std = "—" if figures["std"] is None else _f(figures["std"])
+            cells.append(f"{_f(figures['mean'])} ± {std} (±{_f(figures['interval_half_width'])})")
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def _headline_row(row: dict) -> str:
@@ -159,9 +185,9 @@ def _headline_row(row: dict) -> str:
         row["model"],
         imbalance,
         f"[{row['input_pixels'][0]:g},{row['input_pixels'][1]:g}]",
-        _f(held["accuracy"]),
-        f"**{_f(held['macro_f1'])}**",
-        _f(held["minority_f1"]),
+        _with_interval(held, "accuracy"),
+        f"**{_with_interval(held, 'macro_f1')}**",
+        _with_interval(held, "minority_f1"),
         _f(held["log_loss"]),
         _f(held["ece_uncalibrated"]),
         _f(held["ece_calibrated"]),

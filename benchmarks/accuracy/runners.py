@@ -89,7 +89,7 @@ def run_product(row: RowPlan, settings: Settings, heldout: str, data: Data) -> d
     model = row.variant.model
     # The CNN never reads weights; "none" keeps prepare_training from resolving MobileNetV2's.
     weights = settings.weights if row.variant.pretrained else "none"
-    slug = row.row_id.replace("[", "-").replace("]", "")
+    slug = row.row_id.replace("[", "-").replace("]", "").replace("#", "-r")
     run_name = f"acc-{slug}-{datetime.now(UTC):%Y%m%d%H%M%S}"
     overrides = product_overrides(model, row.imbalance, weights, settings.image_size, settings.schedule, run_name)
     config = load_config(None, overrides, **{"model.names": [model]})
@@ -196,6 +196,9 @@ def _product_row(row: RowPlan, weights: str, run: ProductRun, data: Data) -> dic
     temperature = float(card["calibration"]["temperature"])
     return {
         "row": row.row_id,
+        # The product has no training seed key yet (data.seed fixes the split, which every repeat
+        # must share): its repeats measure training's run-to-run noise.
+        "repeat": row.repeat,
         "variant": row.variant.name,
         "family": "product",
         "model": row.variant.model,
@@ -241,7 +244,7 @@ def run_baseline(row: RowPlan, settings: Settings, data: Data) -> dict[str, Any]
     fitted on the validation split (which the study never had) for the 'ECE after' column."""
     import keras
 
-    variant, schedule, seed = row.variant, settings.schedule, settings.baseline_seed
+    variant, schedule, seed = row.variant, settings.schedule, settings.baseline_seed + row.repeat - 1
     keras.utils.set_random_seed(seed)
     balanced = class_weight_vector(data.train.labels, len(data.class_names))
     class_weight = study_class_weight(balanced, data.class_names, variant.published)
@@ -267,6 +270,7 @@ def run_baseline(row: RowPlan, settings: Settings, data: Data) -> dict[str, Any]
     sample_weights = effective_sample_weights(data.train.labels, class_weight)
     return {
         "row": row.row_id,
+        "repeat": row.repeat,
         "variant": variant.name,
         "family": "baseline",
         "model": variant.model,

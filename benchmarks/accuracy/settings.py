@@ -18,6 +18,10 @@ HELDOUT_PER_CLASS = 1000
 HELDOUT_SEED = 0
 ECE_BINS = 15
 TINY_IMAGE_SIZE = 32
+# Runs per variant: the std of 3 is the least that says anything about run-to-run noise. The CI
+# smoke runs 2, enough to exercise the mean ± std, at twice (not three times) the cost of one.
+DEFAULT_REPEATS = 3
+TINY_REPEATS = 2
 
 
 class SettingsError(ValueError):
@@ -145,6 +149,7 @@ class RowPlan:
     row_id: str
     variant: Variant
     imbalance: str | None
+    repeat: int = 1  # 1..Settings.repeats: the baselines' Keras seed is baseline_seed + repeat - 1
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,11 @@ class Settings:
     reuse_work: bool = False
     append: bool = False
     notes: str | None = None
+    repeats: int = 1
 
     def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise SettingsError(f"--repeats {self.repeats}: each variant needs at least 1 run; pass 3 or more")
         unknown = sorted(set(self.variants) - set(ALL_VARIANTS))
         bad = sorted(set(self.cnn_imbalance + self.mobilenet_imbalance) - set(IMBALANCE_STRATEGIES))
         if unknown or bad:
@@ -187,7 +195,19 @@ class Settings:
             )
 
     def rows(self) -> list[RowPlan]:
-        """The rows in run order; product models once per imbalance strategy, the default first."""
+        """The rows in run order; product models once per imbalance strategy, the default first.
+        With repeats, every row once per repeat, all rows of repeat 1 first (an interrupted run
+        keeps one of each), their ids ending "#repeat"."""
+        single = self._single_rows()
+        if self.repeats == 1:
+            return single
+        return [
+            dataclasses.replace(row, row_id=f"{row.row_id}#{repeat}", repeat=repeat)
+            for repeat in range(1, self.repeats + 1)
+            for row in single
+        ]
+
+    def _single_rows(self) -> list[RowPlan]:
         strategies = {
             "product_custom_cnn": _default_first(self.cnn_imbalance),
             "product_mobilenet_v2": _default_first(self.mobilenet_imbalance),

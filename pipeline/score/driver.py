@@ -31,8 +31,10 @@ from pipeline.progress import Progress
 from pipeline.records import ModelCard, ModelRef, RunCounts, RunManifest
 from pipeline.resources import ClusterShape, decode_in_actors, fit_scoring
 from pipeline.schema import IMAGE_ID, RESERVED_COLUMNS, prediction_schema
+from pipeline.score.drift import measure_drift
 from pipeline.score.evaluation import evaluate_output
 from pipeline.score.predictions import (
+    DRIFT_DIR,
     EVALUATION_DIR,
     PREDICTIONS_DIR,
     RUN_FILE,
@@ -64,6 +66,7 @@ class ScoringPlan:
     engine: str
     threshold: float
     rows: ray.data.Dataset | None = None  # a chosen subset of the catalog (incremental runs); None: all
+    previous_run_uri: str | None = None  # the schedule's previous run, the drift report's second reference
 
 
 def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config: JobConfig) -> ScoringPlan:
@@ -85,7 +88,7 @@ def prepare_scoring(catalog_uri: str, artifact_uri: str, output_uri: str, config
         raise ValueError(f"manifest columns {clashes} clash with prediction columns; rename them")
     storage.check_writable(output_uri)
     if config.predict.overwrite:
-        for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR):
+        for name in (RUN_FILE, PREDICTIONS_DIR, EVALUATION_DIR, DRIFT_DIR):
             storage.remove(storage.join(output_uri, name))
     previous = read_run(output_uri)
     if previous is not None and previous.status == "completed":
@@ -136,7 +139,11 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
         output=plan.output_uri,
         engine=plan.engine,
         low_confidence_threshold=plan.threshold,
-        config={"predict": plan.config.to_dict()["predict"], "resources": dataclasses.asdict(resources)},
+        config={
+            "predict": plan.config.to_dict()["predict"],
+            "resources": dataclasses.asdict(resources),
+            "drift": plan.config.to_dict()["drift"],
+        },
     )
     write_run(plan.output_uri, manifest)
     pending = _not_yet_scored(plan, catalog, rows_in) if resumed else catalog
@@ -144,9 +151,9 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
     written = _write_predictions(plan, pending, run_id)
     scored_this_run = written.rows
     seconds = time.perf_counter() - started
-    evaluation = evaluate_output(
-        plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold, earlier.add(written)
-    )
+    total = earlier.add(written)
+    drift = measure_drift(plan.output_uri, plan.card, plan.config.drift, total, plan.previous_run_uri)
+    evaluation = evaluate_output(plan.output_uri, plan.card, plan.catalog_uri, run_id, plan.threshold, total, drift)
     counts = RunCounts(
         rows_in=rows_in,
         rows_out=evaluation.rows,
@@ -168,6 +175,7 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
             "finished_at": datetime.now(UTC).isoformat(),
         },
         evaluation=evaluation.headline,
+        drift=drift,
     )
     write_run(plan.output_uri, manifest)
     return manifest

@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline import reports, storage
 from pipeline.images import fetch_all
-from pipeline.records import EvaluationSummary, ModelCard, ReviewFigures
+from pipeline.records import DriftReport, EvaluationSummary, ModelCard, ReviewFigures
 from pipeline.score.predictions import EVALUATION_DIR, read_run, read_tally, write_summary
 from pipeline.score.tally import Tally
 
@@ -31,7 +31,13 @@ class Evaluated:
 
 
 def evaluate_output(
-    output_uri: str, card: ModelCard, catalog_uri: str, run_id: str, threshold: float, tally: Tally | None = None
+    output_uri: str,
+    card: ModelCard,
+    catalog_uri: str,
+    run_id: str,
+    threshold: float,
+    tally: Tally | None = None,
+    drift: DriftReport | None = None,
 ) -> Evaluated:
     """Evaluates the output from the sum of its files' tallies; when labels exist, writes `evaluation/`.
 
@@ -65,11 +71,13 @@ def evaluate_output(
         metrics=tally.metrics(class_names),
     )
     write_summary(output_uri, summary)
-    _write_report(output_uri, summary, tally, card)
+    _write_report(output_uri, summary, tally, card, drift)
     return Evaluated(summary.rows, summary.error_rows, summary.headline())
 
 
-def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, card: ModelCard) -> None:
+def _write_report(
+    output_uri: str, summary: EvaluationSummary, tally: Tally, card: ModelCard, drift: DriftReport | None
+) -> None:
     """per_class.csv, the confusion matrix, reliability diagram and training curves as PNGs, and
     report.html beside summary.json.
 
@@ -95,6 +103,8 @@ def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, car
         storage.write_bytes(storage.join(directory, "curves.png"), curves)
         figures["curves"] = "curves.png"
     calibration = summary_calibration(card)
+    if drift is not None:  # drawn by the drift report beside evaluation/ (pipeline/score/drift.py)
+        figures["drift"] = "../drift/drift.png"
     storage.write_text(
         storage.join(directory, "report.html"),
         reports.report_html(
@@ -104,6 +114,7 @@ def _write_report(output_uri: str, summary: EvaluationSummary, tally: Tally, car
             figures,
             calibration,
             [name for name, _ in series],
+            drift.status if drift else None,
         ),
     )
 

@@ -98,6 +98,8 @@ def prepare_incremental(catalog_uri: str, artifact_uri: str, root_uri: str, conf
     view = read_view(root_uri)
     run_id = _unfinished_run(root_uri, view) or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     plan = prepare_scoring(catalog_uri, artifact_uri, storage.join(root_uri, "runs", run_id), config)
+    if view is not None and view.latest_run and view.latest_run != run_id:  # drift's "previous run"
+        plan = dataclasses.replace(plan, previous_run_uri=storage.join(root_uri, "runs", view.latest_run))
     return IncrementalPlan(root_uri, run_id, plan, view)
 
 

@@ -4,6 +4,7 @@
 <output>/predictions/part-*.parquet prediction rows, each file written by a worker, atomically,
                                     with the tally of its rows in its footer
 <output>/evaluation/                summary.json, per_class.csv, confusion_matrix.png, report.html
+<output>/drift/                     drift.png and report.html (pipeline/score/drift.py), every run
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipeline.score.tally import FOOTER_KEY, Tally, tally_table
 RUN_FILE = "run.json"
 PREDICTIONS_DIR = "predictions"
 EVALUATION_DIR = "evaluation"
+DRIFT_DIR = "drift"
 SUMMARY_FILE = "summary.json"
 
 

@@ -5,8 +5,9 @@ a footer is a few kilobytes whatever the file holds. The tally holds what the fi
 more: row and error counts, the confusion matrix, the log-loss sum, calibration bins, review counts,
 labels the model does not know, each file's most confident mistakes, and a sample of its review
 queue (the lowest-confidence rows sent to people), so the report can show pictures of both without
-reading a row back. Metrics computed from a
-summed tally equal scikit-learn's on the whole frame (tests/unit/test_tally.py).
+reading a row back; and the drift signals of every scored row, labelled or not (predicted-class
+counts, a confidence histogram, rows sent to review). Metrics computed from a summed tally equal
+scikit-learn's on the whole frame (tests/unit/test_tally.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.metrics import ECE_BINS, calibration_bins, log_loss_sum, summarize_counts
+from pipeline.metrics import (
+    DRIFT_BINS,
+    ECE_BINS,
+    calibration_bins,
+    confidence_histogram,
+    log_loss_sum,
+    summarize_counts,
+)
 from pipeline.schema import ERROR, IMAGE_URI, LABEL
 
 FOOTER_KEY = b"catalog_classifier.tally"
@@ -46,10 +54,16 @@ class Tally:
     model_versions: set[str] = field(default_factory=set)
     mistakes: list[dict[str, Any]] = field(default_factory=list)
     review_sample: list[dict[str, Any]] = field(default_factory=list)  # least confident review rows
+    # Drift signals over every scored row (no error), labelled or not: `pipeline/score/drift.py`.
+    predicted_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    confidence_counts: np.ndarray = field(default_factory=lambda: np.zeros(DRIFT_BINS, dtype=np.int64))
+    scored_review_rows: int = 0  # scored rows below the review threshold, labelled or not
 
     def __post_init__(self) -> None:
         if self.confusion.shape != (self.classes, self.classes):
             self.confusion = np.zeros((self.classes, self.classes), dtype=np.int64)
+        if self.predicted_counts.shape != (self.classes,):
+            self.predicted_counts = np.zeros(self.classes, dtype=np.int64)
 
     def add(self, other: Tally) -> Tally:
         """Sums another tally into this one (in place) and returns it."""
@@ -68,6 +82,9 @@ class Tally:
         self.model_versions |= other.model_versions
         self.mistakes = _most_confident(self.mistakes + other.mistakes)
         self.review_sample = _least_confident(self.review_sample + other.review_sample)
+        self.predicted_counts = self.predicted_counts + other.predicted_counts
+        self.confidence_counts = self.confidence_counts + other.confidence_counts
+        self.scored_review_rows += other.scored_review_rows
         return self
 
     def metrics(self, class_names: list[str]) -> dict[str, Any]:
@@ -95,6 +112,9 @@ class Tally:
             "model_versions": sorted(self.model_versions),
             "mistakes": self.mistakes,
             "review_sample": self.review_sample,
+            "predicted_counts": self.predicted_counts.tolist(),
+            "confidence_counts": self.confidence_counts.tolist(),
+            "scored_review_rows": self.scored_review_rows,
         }
         return json.dumps(values).encode()
 
@@ -117,6 +137,10 @@ class Tally:
             model_versions=set(values["model_versions"]),
             mistakes=list(values["mistakes"]),
             review_sample=list(values.get("review_sample", [])),  # absent from footers written before it
+            # Absent from footers written before drift: such files count as no drift evidence.
+            predicted_counts=np.array(values.get("predicted_counts", []), dtype=np.int64),
+            confidence_counts=np.array(values.get("confidence_counts", [0] * DRIFT_BINS), dtype=np.int64),
+            scored_review_rows=int(values.get("scored_review_rows", 0)),
         )
 
 
@@ -135,6 +159,7 @@ def tally_table(table: pa.Table, class_names: list[str]) -> Tally:
     for entry in pc.value_counts(unknown).to_pylist():
         tally.unknown_labels[str(entry["values"])] = int(entry["counts"])
     tally.review_sample = _review_sample(table.filter(pc.and_(ok, pc.fill_null(table.column("low_confidence"), False))))
+    _tally_drift(tally, table.filter(ok))
     if pc.any(known).as_py():
         rows = table.filter(known)
         _tally_known(tally, rows, pc.filter(truth, known).to_numpy(zero_copy_only=False).astype(np.int64))
@@ -158,6 +183,18 @@ def _tally_known(tally: Tally, rows: pa.Table, truth: np.ndarray) -> None:
     order = mistakes[np.argsort(-confidence[mistakes], kind="stable")][:MISTAKES_KEPT]
     picked = rows.take(pa.array(order, pa.int64())).select([IMAGE_URI, LABEL, "predicted_label"]).to_pylist()
     tally.mistakes = [{**row, "confidence": float(confidence[i])} for row, i in zip(picked, order)]
+
+
+def _tally_drift(tally: Tally, scored: pa.Table) -> None:
+    """The drift signals of the rows that were scored (no error), whether labelled or not."""
+    if scored.num_rows == 0:
+        return
+    flat = scored.column("probabilities").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    probabilities = flat.reshape(scored.num_rows, tally.classes)
+    tally.predicted_counts = np.bincount(probabilities.argmax(axis=1), minlength=tally.classes).astype(np.int64)
+    tally.confidence_counts = confidence_histogram(probabilities.max(axis=1))
+    low = pc.fill_null(scored.column("low_confidence"), False)
+    tally.scored_review_rows = int(pc.sum(low).as_py() or 0)
 
 
 def _review_sample(low: pa.Table) -> list[dict[str, Any]]:

@@ -19,15 +19,15 @@ import pandas as pd
 import ray
 
 from models import get_entry
-from pipeline import artifacts, reports, storage
+from pipeline import artifacts, intervals, reports, storage
 from pipeline.artifacts import WeightsChoice
 from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
 from pipeline.catalog import LabelIndex, has_labels, read_catalog_frame
 from pipeline.config import JobConfig
 from pipeline.engines import export_onnx
 from pipeline.extra_labels import ExtraLabels, read_extra_labels
-from pipeline.metrics import reliability_bins, summarize
-from pipeline.records import Calibration, ModelCard, OnnxExport, Review
+from pipeline.metrics import confidence_histogram, reliability_bins, summarize
+from pipeline.records import Calibration, DriftBaseline, ModelCard, OnnxExport, Review
 from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
@@ -50,7 +50,7 @@ class TrainingPlan:
     config: JobConfig
     frame: pd.DataFrame  # catalog rows with their split
     label_index: LabelIndex
-    weights: WeightsChoice | None
+    weights: dict[str, WeightsChoice]  # per model that takes pretrained weights
     run_name: str
     extra: ExtraLabels | None = None  # reviewed images outside the catalog, added to train only
 
@@ -99,13 +99,14 @@ def prepare_training(
             f"the train split has {train_rows} images but one step needs workers × "
             f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
         )
-    weights = None
-    takes_weights = [name for name in config.model.names if get_entry(name).takes_weights]
-    if takes_weights:
-        weights = artifacts.resolve_weights(
-            config.model.weights, config.model.weights_fallback, config.model.image_size
-        )
-        logger.info("%s weights: %s", ", ".join(takes_weights), weights.source)
+    weights = {}
+    for name in config.model.names:
+        check_weights = get_entry(name).check_weights
+        if check_weights is not None:
+            weights[name] = artifacts.resolve_weights(
+                config.model.weights, config.model.weights_fallback, config.model.image_size, check_weights
+            )
+            logger.info("%s weights: %s", name, weights[name].source)
     storage.check_writable(output_uri)
     run_name = config.train.run_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     return TrainingPlan(
@@ -165,8 +166,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
             num_classes=len(plan.label_index),
             image_size=config.model.image_size,
             # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
-            two_phase=entry.two_phase and plan.weights is not None and plan.weights.uri is not None,
-            weights=plan.weights.uri if plan.weights else None,
+            two_phase=entry.two_phase and name in plan.weights and plan.weights[name].uri is not None,
+            weights=plan.weights[name].uri if name in plan.weights else None,
             dropout=config.model.dropout,
             class_weights=tuple(float(w) for w in class_weights),
             train=config.train,
@@ -220,6 +221,8 @@ class HeldOut:
     calibration: Calibration
     review: Review
     probe: np.ndarray  # real test images, for the ONNX check
+    validation_confidence_counts: list[int]  # calibrated, for the card's drift baseline
+    validation_review_share: float
 
 
 def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray.data.Dataset]) -> dict[str, Any]:
@@ -247,7 +250,11 @@ def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray
         storage.upload_directory(local, artifact_uri)
     test = held_out.test
     logger.info(
-        "%s: test accuracy %.4f, macro-F1 %.4f → %s", run.name, test["accuracy"], test["macro"]["f1"], artifact_uri
+        "%s: test accuracy %s, macro-F1 %s → %s",
+        run.name,
+        _with_interval(test["accuracy"], test.get("accuracy_interval"), 4),
+        _with_interval(test["macro"]["f1"], test["macro"].get("f1_interval"), 4),
+        artifact_uri,
     )
     return {"artifact": artifact_uri, "version": card.version, "test": test, "weights_source": card.weights_source}
 
@@ -278,7 +285,15 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
         test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
     review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
-    return HeldOut(test, calibration, Review(**review), probe)
+    confidence = val_probabilities.max(axis=1)
+    return HeldOut(
+        test,
+        calibration,
+        Review(**review),
+        probe,
+        confidence_histogram(confidence).tolist(),
+        float((confidence < review["threshold"]).mean()) if len(confidence) else 0.0,
+    )
 
 
 def _model_card(
@@ -288,7 +303,7 @@ def _model_card(
     best: dict[str, Any] = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
     class_names = plan.label_index.class_names
     entry = get_entry(run.name)
-    weights_source = plan.weights.source if plan.weights and entry.takes_weights else "none (trained from scratch)"
+    weights_source = plan.weights[run.name].source if run.name in plan.weights else "none (trained from scratch)"
     return ModelCard(
         name=run.name,
         version=version,
@@ -298,6 +313,11 @@ def _model_card(
         onnx=onnx,
         calibration=held_out.calibration,
         review=held_out.review,
+        drift_baseline=DriftBaseline(
+            class_counts={name: int(run.split_counts.get("train", {}).get(name, 0)) for name in class_names},
+            confidence_counts=held_out.validation_confidence_counts,
+            review_share=held_out.validation_review_share,
+        ),
         details={
             "config": plan.config.to_dict(),
             "catalog": plan.catalog_uri,
@@ -331,16 +351,32 @@ def _model_card(
 
 
 def write_comparison(output_uri: str, results: dict[str, Any], class_names: tuple[str, ...]) -> None:
-    """comparison.json and a Markdown table of the models on the same test split."""
+    """comparison.json and a Markdown table of the models on the same test split, each figure with
+    its 95% bootstrap interval over the test images (`pipeline.intervals`): with a test split of a
+    few hundred images, two models whose intervals overlap have not been shown to differ."""
     storage.write_json(storage.join(output_uri, "comparison.json"), results)
     header = "| model | test accuracy | test loss | macro-F1 | " + " | ".join(f"F1 {c}" for c in class_names) + " |"
     lines = [header, "|" + "---|" * (4 + len(class_names))]
     for name, result in results.items():
         test = result["test"]
-        per_class = " | ".join(f"{row['f1']:.3f}" for row in test["per_class"])
-        lines.append(
-            f"| {name} | {test['accuracy']:.4f} | {test['loss']:.4f} | {test['macro']['f1']:.4f} | {per_class} |"
-        )
+        per_class = " | ".join(_with_interval(row["f1"], row.get("f1_interval"), 3) for row in test["per_class"])
+        accuracy = _with_interval(test["accuracy"], test.get("accuracy_interval"), 4)
+        macro_f1 = _with_interval(test["macro"]["f1"], test["macro"].get("f1_interval"), 4)
+        lines.append(f"| {name} | {accuracy} | {test['loss']:.4f} | {macro_f1} | {per_class} |")
     support = ", ".join(f"{row['label']}={row['support']}" for row in next(iter(results.values()))["test"]["per_class"])
-    lines += ["", f"Test split support per class: {support}. Classes with under 20 test images give noisy F1."]
+    lines += [
+        "",
+        f"Test split support per class: {support}. Classes with under 20 test images give noisy F1.",
+        "Brackets: 95% interval, percentile bootstrap over the test images "
+        f"({intervals.RESAMPLES} resamples, seed {intervals.SEED}).",
+    ]
     storage.write_text(storage.join(output_uri, "comparison.md"), "\n".join(lines) + "\n")
+
+
+def _with_interval(value: float | None, interval: list[float] | None, places: int) -> str:
+    """A figure and its interval, "0.9120 [0.8900, 0.9310]"; the figure alone where there is none."""
+    if value is None:
+        return "-"
+    if not interval:
+        return f"{value:.{places}f}"
+    return f"{value:.{places}f} [{interval[0]:.{places}f}, {interval[1]:.{places}f}]"

@@ -6,8 +6,13 @@ No timing assertions: how fast things are is what the benchmarks report, not wha
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+
+from benchmarks.common import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -73,11 +78,12 @@ def test_scale_tiny_writes_every_figure_and_loses_no_row(tmp_path):
     for run in [*results["runs"], results["s3"]]:
         assert run["exit_code"] == 0
         assert run["rows_out"] == run["unique_ids_out"] == run["rows_in"]
-        for key in ("wall_seconds", "driver_cpu_seconds", "driver_peak_rss_mb"):
+        for key in ("wall_seconds", "driver_cpu_seconds", "driver_peak_rss_mb", "driver_serialized_mb"):
             assert positive(run[key])
     assert set(results["slopes"]) == {
         "driver_peak_rss_mb_per_million_rows",
         "driver_cpu_seconds_per_million_rows",
+        "driver_serialized_mb_per_million_rows",
         "wall_seconds_per_million_rows",
     }
     assert all(isinstance(value, float) for value in results["slopes"].values())
@@ -88,3 +94,24 @@ def test_scale_tiny_writes_every_figure_and_loses_no_row(tmp_path):
     assert s3["keys"] == 200 and positive(s3["lists"]) and 0 <= thumbnails <= MISTAKES_KEPT + REVIEW_SAMPLE_KEPT
     assert s3["heads"] == 0  # one GET per image, and the catalog root checked by its listing
     assert "| 8,000 |" in (tmp_path / "scale.md").read_text()
+
+
+def test_the_driver_probe_counts_what_the_driver_puts_and_sends_as_arguments(tmp_path):
+    """The scale benchmark's object-store figure: a 1 MB `ray.put` and a 0.5 MB task argument
+    both reach the probe's total, and the module still runs as `__main__` with its arguments."""
+    (tmp_path / "putter.py").write_text(
+        "import sys\nimport numpy as np\nimport ray\n"
+        "def size(array):\n    return len(array)\n"
+        "if __name__ == '__main__':\n"
+        "    ray.init(num_cpus=1, include_dashboard=False)\n"
+        "    ray.put(np.zeros(int(sys.argv[1]), dtype=np.uint8))\n"
+        "    ray.get(ray.remote(size).remote(np.zeros(500_000, dtype=np.uint8)))\n"
+    )
+    probe = tmp_path / "probe.json"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "DRIVER_PROBE_OUT": str(probe)}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "benchmarks.driver_probe", "putter", "1000000"]
+    subprocess.run(command, env=env, check=True, timeout=300, capture_output=True)
+    totals = json.loads(probe.read_text())
+    assert 1_500_000 <= totals["serialized_bytes"] < 1_600_000
+    assert totals["serialized_values"] >= 2

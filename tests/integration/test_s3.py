@@ -72,7 +72,9 @@ def read_s3_predictions(s3: S3, prefix: str) -> pd.DataFrame:
 
 
 def test_output_in_a_missing_bucket_exits_2_before_scoring(s3_data, capsys, monkeypatch):
-    from pipeline.score import driver
+    # `incremental` binds driver.score when first imported: import it before the patch, or a first
+    # import under the patch would keep the stub for every later test in this process.
+    from pipeline.score import driver, incremental  # noqa: F401
 
     called = []
     monkeypatch.setattr(driver, "score", lambda plan: called.append(plan))  # jobs.score imports it in main

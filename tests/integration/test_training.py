@@ -403,5 +403,5 @@ def test_a_failed_imagenet_download_trains_mobilenet_from_scratch_and_the_card_s
     assert code == 0
     card = json.load(open(output / "mobilenet_v2" / "model_card.json"))
     assert card["weights_source"].startswith("none (random initialisation) (fallback: 'imagenet' unavailable: ")
-    assert "could not be downloaded" in card["weights_source"]
+    assert "could not be loaded" in card["weights_source"]
     assert "using the configured fallback 'none'" in caplog.text

@@ -37,7 +37,7 @@ RANGES = [
     ("data.test_fraction", [0, 0.5], [0.01, 0.49], "0 < x < 0.5"),
     ("data.max_image_pixels", [0], [1], "> 0"),
     ("data.rows_per_block", [0], [1], "> 0"),
-    ("model.names", [()], [("custom_cnn",)], "one or more of custom_cnn, mobilenet_v2"),
+    ("model.names", [()], [("custom_cnn",)], "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0"),
     ("model.image_size", [31, 1025], [32, 1024], "32..1024"),
     ("model.dropout", [-0.01, 1.0], [0, 0.99], "0 <= x < 1"),
     ("model.weights", [""], ["none"], "imagenet, none or a weights-file URI"),

@@ -129,13 +129,17 @@ def test_summarize_prints_one_line_per_run_and_refuses_a_folder_without_run_json
     from jobs import summarize
 
     labelled, unlabelled = str(tmp_path / "a"), str(tmp_path / "b")
-    write_run(labelled, "custom_cnn", "completed", {"accuracy": 0.87654, "macro_f1": 0.8})
+    evaluation = {"accuracy": 0.87654, "accuracy_interval": [0.85, 0.9], "macro_f1": 0.8, "macro_f1_interval": None}
+    write_run(labelled, "custom_cnn", "completed", evaluation)
     write_run(unlabelled, "mobilenet_v2", "failed", None)
     assert summarize.main([labelled, unlabelled]) == 0
-    header, first, second = capsys.readouterr().out.splitlines()
-    assert header.split()[:6] == ["model", "status", "rows", "errors", "accuracy", "macro-F1"]
-    assert first.split() == ["custom_cnn", "completed", "500", "3", "0.8765", "0.8000", f"{labelled}/predictions"]
-    assert second.split() == ["mobilenet_v2", "failed", "500", "3", "-", "-", f"{unlabelled}/predictions"]
+    header, first, second, pair = capsys.readouterr().out.splitlines()
+    assert header.split()[:8] == ["model", "status", "rows", "errors", "accuracy", "(95%)", "macro-F1", "(95%)"]
+    assert first.split() == [
+        "custom_cnn", "completed", "500", "3", "0.8765", "[0.8500,0.9000]", "0.8000", "-", f"{labelled}/predictions"
+    ]  # fmt: skip
+    assert second.split() == ["mobilenet_v2", "failed", "500", "3", "-", "-", "-", "-", f"{unlabelled}/predictions"]
+    assert pair.startswith("custom_cnn - mobilenet_v2 on the same images: macro-F1 - no paired comparison: ")
     assert summarize.main([str(tmp_path / "nothing")]) == 2
     assert "has no run.json" in capsys.readouterr().err
 

@@ -26,7 +26,10 @@ def test_summary_reports_every_figure_including_a_class_never_seen():
         {"label": "b", "precision": 0.4, "recall": 1.0, "f1": 4 / 7, "support": 2, "low_support": True},
         {"label": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "low_support": True},
     ]
+    intervals = [row.pop("f1_interval") for row in summary["per_class"]]
     assert summary["per_class"] == [pytest.approx(row) for row in expected]
+    assert intervals[2] == [0.0, 0.0]  # a class never seen nor predicted has F1 0 in every resample
+    assert summary["macro"].pop("f1_interval")[0] <= summary["macro"]["f1"]
     assert summary["macro"] == pytest.approx({"precision": 1.4 / 3, "recall": 1.25 / 3, "f1": (0.4 + 4 / 7) / 3})
     assert summary["weighted"] == pytest.approx({"precision": 0.8, "recall": 0.5, "f1": (1.6 + 8 / 7) / 6})
     # A true class given probability 0 costs -log(1e-7), not infinity.
@@ -49,13 +52,23 @@ def test_an_empty_evaluation_reports_nothing_measured():
     assert summary == {
         "rows": 0,
         "accuracy": None,
+        "accuracy_interval": None,
         "loss": None,
-        "macro": empty,
+        "macro": {**empty, "f1_interval": None},
         "weighted": empty,
         "per_class": [
-            {"label": name, "precision": None, "recall": None, "f1": None, "support": 0, "low_support": True}
+            {
+                "label": name,
+                "precision": None,
+                "recall": None,
+                "f1": None,
+                "f1_interval": None,
+                "support": 0,
+                "low_support": True,
+            }
             for name in ("a", "b")
         ],
+        "intervals": summary["intervals"],
         "labels": ["a", "b"],
         "confusion_matrix": [[0, 0], [0, 0]],
         "expected_calibration_error": None,

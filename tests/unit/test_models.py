@@ -1,12 +1,12 @@
-"""Every registered model builds small, outputs probabilities, and MobileNetV2 fine-tunes only its top."""
+"""Every registered model builds small, outputs probabilities, and pretrained bases fine-tune only their top."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models import MODEL_BUILDERS, build_model, get_entry
-from models.mobilenet_v2 import base_model, unfreeze_top_layers
+from models import MODEL_BUILDERS, build_model, efficientnet_lite0, get_entry, mobilenet_v2
+from models.registry import BackboneDefaults
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
@@ -25,8 +25,14 @@ def test_unknown_model_name_lists_valid_names():
 
 
 def test_preprocessing_is_inside_the_model():
-    """MobileNetV2 must see [-1, 1] (the study fed it [0, 1]); the CNN sees [0, 1]."""
-    for name, expected in (("mobilenet_v2", (-1.0, 1.0)), ("custom_cnn", (0.0, 1.0))):
+    """MobileNetV2 must see [-1, 1] (the study fed it [0, 1]); the CNN sees [0, 1]; EfficientNet-Lite0
+    sees (pixel - 127) / 128, what its TensorFlow-trained checkpoint was fed."""
+    expectations = (
+        ("mobilenet_v2", (-1.0, 1.0)),
+        ("custom_cnn", (0.0, 1.0)),
+        ("efficientnet_lite0", (-127.0 / 128.0, 1.0)),
+    )
+    for name, expected in expectations:
         model = build_model(name, num_classes=3, image_size=32)
         rescale = model.get_layer("rescale")
         low, high = (float(rescale(np.full((1, 1, 1, 1), v, "float32")).numpy().ravel()[0]) for v in (0, 255))
@@ -62,32 +68,56 @@ def test_custom_cnn_is_the_study_architecture():
 
 @pytest.fixture(scope="module")
 def local_base_weights(tmp_path_factory):
-    """A Keras weights file for the no-top base, made here (no download)."""
+    """Pretrained weights per backbone with no download: a MobileNetV2 Keras file made here, and
+    EfficientNet-Lite0's checkpoint from its pip package."""
     import keras
 
     path = str(tmp_path_factory.mktemp("weights") / "base.weights.h5")
     keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(path)
-    return path
+    return {"mobilenet_v2": path, "efficientnet_lite0": "imagenet"}
 
 
-def test_pretrained_base_is_frozen_and_from_scratch_base_trains(local_base_weights):
-    pretrained = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=local_base_weights)
+BACKBONES = {"mobilenet_v2": mobilenet_v2, "efficientnet_lite0": efficientnet_lite0}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_pretrained_base_is_frozen_and_from_scratch_base_trains(local_base_weights, name):
+    base_model = BACKBONES[name].base_model
+    pretrained = build_model(name, num_classes=3, image_size=32, weights=local_base_weights[name])
     base_paths = {v.path for v in base_model(pretrained).weights}
     assert not base_paths & {v.path for v in pretrained.trainable_variables}
     assert len(pretrained.trainable_variables) == 4  # Dense 128 and the classifier
-    scratch = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=None)
+    scratch = build_model(name, num_classes=3, image_size=32, weights=None)
     scratch_base = base_model(scratch)
     assert {v.path for v in scratch_base.trainable_variables} == {
         v.path for v in scratch_base.weights if "moving_" not in v.path
     }
 
 
-def test_fine_tuning_unfreezes_only_the_last_base_layers_and_keeps_batchnorm_frozen(local_base_weights):
-    model = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=local_base_weights)
-    base = base_model(model)
-    unfreeze_top_layers(model, 20)
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_fine_tuning_unfreezes_only_the_last_base_layers_and_keeps_batchnorm_frozen(local_base_weights, name):
+    model = build_model(name, num_classes=3, image_size=32, weights=local_base_weights[name])
+    base = BACKBONES[name].base_model(model)
+    assert get_entry(name).unfreeze_top is BACKBONES[name].unfreeze_top_layers
+    get_entry(name).unfreeze_top(model, 20)
     top = base.layers[-20:]
     trainable_base_layers = {layer.name for layer in base.layers if layer.trainable and layer.weights}
     assert trainable_base_layers <= {layer.name for layer in top}
     assert trainable_base_layers
     assert not any(layer.trainable for layer in base.layers if layer.__class__.__name__ == "BatchNormalization")
+    # The base still runs in inference mode: BatchNorm keeps its ImageNet statistics while training.
+    pixels = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    before = [v.numpy().copy() for v in base.weights if "moving_" in v.path]
+    model(pixels, training=True)
+    after = [v.numpy() for v in base.weights if "moving_" in v.path]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_pretrained_backbone_records_defaults_that_avoid_a_2x2_final_map(name):
+    defaults = get_entry(name).defaults
+    assert isinstance(defaults, BackboneDefaults)
+    model = build_model(name, num_classes=3, image_size=defaults.image_size)
+    final_map = BACKBONES[name].base_model(model).output.shape[1]
+    assert final_map >= 3
+    assert defaults.head_epochs > 0 and defaults.fine_tune_epochs > 0 and defaults.fine_tune_layers > 0

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from jobs import summarize
 from models.spec import InputSpec
 from pipeline.metrics import reliability_bins
 from pipeline.records import Calibration, ModelCard, ModelRef, RunManifest
 from pipeline.schema import prediction_schema
-from pipeline.score.comparison import write_comparison_page
+from pipeline.score.comparison import compare_pairs, write_comparison_page
 from pipeline.score.evaluation import evaluate_output
 from pipeline.score.predictions import write_batch, write_run
 from pipeline.score.rows import RowContext, prediction_table
@@ -49,11 +50,14 @@ def _catalog(root) -> list[str]:
     return [*uris, os.path.join(root, "broken.png"), os.path.join(root, "gone.png")]
 
 
-def _scored_output(tmp_path, name: str, seed: int, uris: list[str]) -> tuple[str, dict]:
-    """A scoring output as a run leaves it before evaluation: prediction files and run.json."""
+def _scored_output(tmp_path, name: str, seed: int, uris: list[str], right: int = 0) -> tuple[str, dict]:
+    """A scoring output as a run leaves it before evaluation: prediction files and run.json. With
+    `right`, the model is made sure of the true class of the first `right` images, and its rows are
+    written in reverse order, so a comparison must pair images by id, not by position."""
     rng = np.random.default_rng(seed)
     count = len(uris)
     logits = rng.normal(size=(count, len(CLASSES))) * 3
+    logits[np.arange(right), np.arange(right) % 3] += 20
     probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
     probabilities[-2:] = probabilities[-2:].min(axis=1, keepdims=True)  # the broken and missing rows:
     probabilities[-2:] /= probabilities[-2:].sum(axis=1, keepdims=True)  # least confident, so shown
@@ -63,6 +67,10 @@ def _scored_output(tmp_path, name: str, seed: int, uris: list[str]) -> tuple[str
         "label": np.array([CLASSES[i % 3] for i in range(count)], dtype=object),
         "error": np.array([""] * count, dtype=object),
     }
+    if right:
+        order = np.arange(count)[::-1]
+        batch = {key: values[order] for key, values in batch.items()}
+        probabilities = probabilities[order]
     output = str(tmp_path / "scores" / name)
     artifact = tmp_path / "models" / name
     artifact.mkdir(parents=True)
@@ -184,6 +192,9 @@ def test_the_report_shows_every_picture_and_the_figures_of_summary_json(pages, t
     shown = {field["field"] for field in seen["fields"]}
     assert {"metrics.accuracy", "metrics.macro.f1", "metrics.loss", "review.rows"} <= shown
     assert {f"metrics.per_class.{i}.f1" for i in range(len(CLASSES))} <= shown
+    bounds = {"metrics.accuracy_interval", "metrics.macro.f1_interval"}
+    bounds |= {f"metrics.per_class.{i}.f1_interval" for i in range(len(CLASSES))}
+    assert {f"{field}.{end}" for field in bounds for end in (0, 1)} <= shown  # every interval, both ends
 
 
 def test_the_comparison_page_shows_both_models_figures_and_links_their_reports(pages, tmp_path):
@@ -195,6 +206,9 @@ def test_the_comparison_page_shows_both_models_figures_and_links_their_reports(p
     for name in runs:
         shown = {field["field"] for field in seen["fields"] if field["model"] == name}
         assert {"metrics.accuracy", "metrics.macro.f1"} | {f"metrics.per_class.{i}.f1" for i in range(3)} <= shown
+        bounds = {"metrics.accuracy_interval", "metrics.macro.f1_interval"}
+        bounds |= {f"metrics.per_class.{i}.f1_interval" for i in range(3)}
+        assert {f"{field}.{end}" for field in bounds for end in (0, 1)} <= shown
     assert [link["href"] for link in seen["links"]] == [
         f"file://{runs[name][0]}/evaluation/report.html" for name in runs
     ]
@@ -228,3 +242,37 @@ def test_the_reliability_diagrams_are_before_and_after_calibration_where_trainin
         "training's test split, after calibration",
     ]
     assert series("mobilenet_v2") == ["this catalog, as scored"]
+
+
+def _verdicts(page: str) -> dict[tuple[str, str], str]:
+    """(pair, metric) → the verdict the comparison page states."""
+    rows = re.findall(r'<tr data-pair="([^"]*)" data-metric="([^"]*)">.*?<td class="verdict">([^<]*)</td>', page)
+    return {(html.unescape(pair), metric): html.unescape(text) for pair, metric, text in rows}
+
+
+def test_the_comparison_names_a_better_model_only_when_the_paired_interval_excludes_zero(pages, tmp_path, capsys):
+    root, runs, page = pages
+    (pair,) = compare_pairs([runs["custom_cnn"][0], runs["mobilenet_v2"][0]])
+    assert pair.figures["images"] == 62  # every evaluated image, paired by id
+    for metric in ("accuracy", "macro_f1"):  # two models guessing: the interval holds 0
+        low, high = pair.figures[metric]["interval"]
+        assert low < 0 < high
+    assert _verdicts(open(page).read()) == {
+        ("custom_cnn - mobilenet_v2", "macro_f1"): "no difference shown",
+        ("custom_cnn - mobilenet_v2", "accuracy"): "no difference shown",
+    }
+    uris = _catalog(str(root / "catalog"))
+    oracle, summary = _scored_output(tmp_path, "oracle", 2, uris, right=50)
+    (pair,) = compare_pairs([runs["custom_cnn"][0], oracle])
+    assert pair.figures["accuracy"]["difference"] == pytest.approx(
+        runs["custom_cnn"][1]["metrics"]["accuracy"] - summary["metrics"]["accuracy"]
+    )  # the paired point difference is the difference of the two summaries: the join lost no image
+    better = write_comparison_page([runs["custom_cnn"][0], oracle], str(tmp_path / "better.html"))
+    assert _verdicts(open(better).read()) == {
+        ("custom_cnn - oracle", "macro_f1"): "oracle better than custom_cnn",
+        ("custom_cnn - oracle", "accuracy"): "oracle better than custom_cnn",
+    }
+    assert summarize.main([runs["custom_cnn"][0], oracle]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.startswith("custom_cnn - oracle on the same images: macro-F1 -0.")
+    assert printed.count("oracle better than custom_cnn") == 2

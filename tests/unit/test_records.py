@@ -113,14 +113,21 @@ def test_evaluation_summary_round_trips_and_its_headline_counts_unknown_labels(t
         evaluated_rows=8,
         unknown_labels={"zebra": 2, "okapi": 1},
         review=ReviewFigures(0.6, 3, 0.8),
-        metrics={"accuracy": 0.75, "macro": {"f1": 0.7}, "loss": 0.4},
+        metrics={
+            "accuracy": 0.75,
+            "accuracy_interval": [0.5, 0.9],
+            "macro": {"f1": 0.7, "f1_interval": [0.4, 0.85]},
+            "loss": 0.4,
+        },
     )
     assert read_summary(str(tmp_path)) is None
     write_summary(str(tmp_path), summary)
     assert read_summary(str(tmp_path)) == summary
     assert summary.headline() == {
         "accuracy": 0.75,
+        "accuracy_interval": [0.5, 0.9],
         "macro_f1": 0.7,
+        "macro_f1_interval": [0.4, 0.85],
         "loss": 0.4,
         "evaluated_rows": 8,
         "unknown_label_rows": 3,

@@ -1,0 +1,63 @@
+"""The accuracy benchmark's repeats: every variant runs several times, and the report gives mean ± std
+beside each run's 95% intervals (the benchmark itself runs in integration/test_accuracy_benchmark.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy.flags import build_parser, settings_from_args
+from benchmarks.accuracy.metrics import metric_block, repeat_summary
+from benchmarks.accuracy.report import _repeats_table
+from benchmarks.accuracy.settings import SettingsError
+
+
+def _settings(*flags: str):
+    return settings_from_args(build_parser().parse_args(["--output", "/tmp/unused", *flags]), "cmd")
+
+
+def test_every_row_runs_three_times_by_default_repeat_one_first_and_the_smoke_twice():
+    settings = _settings("--variants", "baseline_fixed_cnn,product_custom_cnn", "--imbalance", "class_weight")
+    assert [(row.row_id, row.repeat) for row in settings.rows()] == [
+        ("product_custom_cnn[class_weight]#1", 1),
+        ("baseline_fixed_cnn#1", 1),
+        ("product_custom_cnn[class_weight]#2", 2),
+        ("baseline_fixed_cnn#2", 2),
+        ("product_custom_cnn[class_weight]#3", 3),
+        ("baseline_fixed_cnn#3", 3),
+    ]
+    assert _settings("--tiny").repeats == 2
+    assert [row.row_id for row in _settings("--variants", "baseline_fixed_cnn", "--repeats", "1").rows()] == [
+        "baseline_fixed_cnn"
+    ]  # one run keeps the ids of results written before repeats
+    with pytest.raises(SettingsError, match="--repeats 0"):
+        _settings("--repeats", "0")
+
+
+def _row(row_id: str, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, 300)
+    predicted = np.where(rng.random(300) < 0.8, labels, (labels + 1) % 3)
+    probabilities = np.eye(3)[predicted] * 0.9 + 0.1 / 3
+    return {"row": row_id, "heldout": metric_block(labels, probabilities, probabilities, ["a", "b", "rare"], "rare")}
+
+
+def test_repeats_give_mean_and_std_beside_the_mean_interval_half_width():
+    rows = [_row(f"baseline_fixed_cnn#{k}", seed=k) for k in (1, 2, 3)] + [_row("product_custom_cnn[none]", 9)]
+    held = rows[0]["heldout"]
+    for key in ("accuracy", "macro_f1", "minority_f1"):
+        low, high = held[f"{key}_interval"]
+        assert low <= held[key] <= high
+    repeated, single = repeat_summary(rows)
+    assert repeated["row"] == "baseline_fixed_cnn" and repeated["repeats"] == 3
+    values = [row["heldout"]["macro_f1"] for row in rows[:3]]
+    assert repeated["macro_f1"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert repeated["macro_f1"]["std"] == pytest.approx(statistics.stdev(values))
+    widths = [(row["heldout"]["macro_f1_interval"][1] - row["heldout"]["macro_f1_interval"][0]) / 2 for row in rows[:3]]
+    assert repeated["macro_f1"]["interval_half_width"] == pytest.approx(statistics.fmean(widths))
+    assert single["repeats"] == 1 and single["accuracy"]["std"] is None
+    table = "\n".join(_repeats_table({"minority": "rare", "repeat_summary": [repeated, single]}))
+    mean, std, width = (repeated["macro_f1"][k] for k in ("mean", "std", "interval_half_width"))
+    assert "| `baseline_fixed_cnn` | 3 |" in table and f"{mean:.3f} ± {std:.3f} (±{width:.3f})" in table
