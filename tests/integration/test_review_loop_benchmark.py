@@ -16,14 +16,15 @@ def test_review_loop_tiny_writes_both_arms_for_every_round(tmp_path):
     from benchmarks import review_loop
 
     output = tmp_path / "loop.json"
-    assert review_loop.main(["--tiny", "--rounds", "2", "--output", str(output)]) == 0
+    assert review_loop.main(["--tiny", "--rounds", "1", "--output", str(output)]) == 0
     results = json.loads(output.read_text())
     assert {"settings", "round0", "arms", "summary", "machine"} <= set(results)
     assert results["settings"]["pool_images"] == 40 and results["settings"]["test_images"] == 40
     for arm in ("queue", "random"):
         rows = results["arms"][arm]
-        assert [row["round"] for row in rows] == [1, 2]
-        assert [row["labelled"] for row in rows] == [6, 12]
+        # One round keeps CI short (each round trains and scores twice); the loop is the same.
+        assert [row["round"] for row in rows] == [1]
+        assert [row["labelled"] for row in rows] == [6]
         for row in rows:
             assert 0 <= row["macro_f1"] <= 1 and 0 <= row["minority_f1"] <= 1
             assert row["test_images"] == 40
