@@ -31,8 +31,10 @@ from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
+from pipeline.train.learning_rates import warmup_steps
+from pipeline.train.selection import images_per_class, too_few_warnings
 from pipeline.train.trainer import fit
-from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig
+from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig, plan_phases
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +125,15 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     else:
         class_weights = np.ones(len(plan.label_index), dtype=np.float32)
     logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
+    seed = config.training_seed
     datasets, skipped = build_datasets(
-        plan.frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance
+        plan.frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance, seed
     )
+    global_batch_size = config.train.batch_size_per_worker * config.resources.workers
+    train_images = len(train_indices) - skipped["train"]
+    if config.train.imbalance in ("oversample", "both"):
+        train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
+    warmup = warmup_steps(train_images, global_batch_size, config.train.warmup_epochs)
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
     for name in config.model.names:
@@ -143,6 +151,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
             workers=config.resources.workers,
             cpus_per_worker=config.resources.cpus_per_worker,
             gpu=config.resources.gpu,
+            seed=seed,
+            warmup_steps=warmup,
         )
         started = time.perf_counter()
         result = fit(name, datasets, worker_config, config.resources, storage_path, f"{plan.run_name}-{name}")
@@ -190,6 +200,7 @@ class HeldOut:
     calibration: Calibration
     review: Review
     probe: np.ndarray  # real test images, for the ONNX check
+    warnings: list[str]  # classes with too few validation images for calibration and review
 
 
 def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray.data.Dataset]) -> dict[str, Any]:
@@ -246,7 +257,14 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
         test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
     review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
-    return HeldOut(test, calibration, Review(**review), probe)
+    fitted_on = images_per_class(val_labels, class_names)
+    calibration = dataclasses.replace(calibration, fitted_images_per_class=fitted_on)
+    warnings = too_few_warnings(
+        fitted_on, plan.config.train.min_fit_images_per_class, "the calibration temperature and review threshold were"
+    )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return HeldOut(test, calibration, Review(**review, fitted_images_per_class=fitted_on), probe, warnings)
 
 
 def _model_card(
@@ -278,6 +296,10 @@ def _model_card(
             "workers": worker_config.workers,
             "batch_size_per_worker": worker_config.train.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,
+            "seed": worker_config.seed,
+            "learning_rates": _learning_rates(worker_config),
+            "selection": plan.config.train.selection,
+            "warnings": held_out.warnings,
             "class_weights": dict(zip(class_names, map(float, worker_config.class_weights))),
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],
@@ -295,6 +317,21 @@ def _model_card(
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
+
+
+def _learning_rates(worker_config: WorkerConfig) -> dict[str, Any]:
+    """How the configured learning rates became the ones the optimizer used, per phase."""
+    train = worker_config.train
+    return {
+        "scaling": train.learning_rate_scaling,
+        "reference_batch_size": train.reference_batch,
+        "global_batch_size": worker_config.global_batch_size,
+        "warmup_steps": worker_config.warmup_steps,
+        "phases": {
+            phase.name: {"configured": phase.base_learning_rate, "effective": phase.learning_rate}
+            for phase in plan_phases(worker_config)
+        },
+    }
 
 
 def write_comparison(output_uri: str, results: dict[str, Any], class_names: tuple[str, ...]) -> None:
