@@ -53,6 +53,7 @@ def test_the_warm_up_ramps_from_the_configured_rate_to_the_scaled_one_and_keras_
     assert warmup_steps(train_images=1000, global_batch_size=64, warmup_epochs=1.0) == 15
     assert warmup_steps(train_images=1000, global_batch_size=64, warmup_epochs=0.0) == 0
     assert warmup_steps(train_images=10, global_batch_size=64, warmup_epochs=2.0) == 2
+    assert warmup_steps(train_images=1000, global_batch_size=64, warmup_epochs=0.5) == 8  # 7.5 rounds up
     assert [learning_rate_at(step, 1.0, 3.0, 4) for step in (0, 2, 4, 9)] == [1.0, 2.0, 3.0, 3.0]
     assert make_schedule(1e-3, 1e-3, 10) == 1e-3 and make_schedule(1e-3, 2e-3, 0) == 2e-3
     schedule = make_schedule(1e-3, 2e-3, 10)
@@ -94,12 +95,12 @@ def test_the_training_seed_is_data_seed_unless_train_seed_is_set():
 
 
 def test_calibration_counts_every_class_and_warns_for_those_below_the_minimum():
-    counts = images_per_class(np.array([0, 0, 0, 2]), ("a", "b", "c"))
-    assert counts == {"a": 3, "b": 0, "c": 1}
-    warnings = too_few_warnings(counts, minimum=2, fitted="the temperature was")
+    counts = images_per_class(np.array([0, 0, 0, 1]), ("a", "b", "c"))
+    assert counts == {"a": 3, "b": 1, "c": 0}  # a class with no validation image is counted too
+    warnings = too_few_warnings(counts, minimum=3, fitted="the temperature was")
     assert len(warnings) == 2
-    assert "0 validation image(s) of class 'b'" in warnings[0] and "'c'" in warnings[1]
-    assert "train.min_fit_images_per_class=2" in warnings[0]
+    assert "1 validation image(s) of class 'b'" in warnings[0] and "0 validation image(s) of class 'c'" in warnings[1]
+    assert "train.min_fit_images_per_class=3" in warnings[0]
     assert too_few_warnings(counts, minimum=0, fitted="x") == []
 
 
