@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             catalog, image_size, epochs = args.catalog, args.image_size, args.epochs
             if args.tiny:
-                catalog = make_labelled_catalog(os.path.join(scratch, "catalog"), per_class=12, size=32)["directory"]
+                catalog = make_labelled_catalog(os.path.join(scratch, "catalog"), per_class=24, size=32)["directory"]
                 image_size, epochs = 32, 1
             rows = []
             for pair in args.rows.split(","):
