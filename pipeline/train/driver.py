@@ -310,7 +310,11 @@ def _model_card(
                 "seed": plan.config.data.seed,
                 "undecodable_images_left_out": run.undecodable,
             },
-            "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
+            "validation": {
+                "loss": best.get("val_loss"),
+                "balanced_loss": best.get("val_balanced_loss"),
+                "accuracy": best.get("val_accuracy"),
+            },
             "test": held_out.test,
             "training_seconds": round(run.seconds, 1),
             "library_versions": artifacts.library_versions(),
