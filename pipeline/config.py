@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 IMBALANCE_STRATEGIES = ("none", "class_weight", "oversample", "both")
+LEARNING_RATE_SCALINGS = ("linear", "none")
+SELECTION_CRITERIA = ("balanced_loss", "loss")
 ENGINES = ("auto", "onnx", "keras")
 
 
@@ -98,6 +100,31 @@ class TrainConfig:
     keep_checkpoints: int = 2
     # Accuracy the rows *not* sent to review should reach; sets the card's review threshold.
     review_target_accuracy: float = 0.99
+    # Seeds everything after the split: oversampling, shuffles, augmentation, weight
+    # initialisation and dropout. None: `data.seed`, so one number reproduces a whole run; set it
+    # to vary training over a fixed split.
+    seed: int | None = None
+    # Data parallelism grows the global batch (batch_size_per_worker × workers) and cuts the
+    # optimizer steps per epoch; "linear" scales both learning rates by global batch /
+    # `reference_batch_size` (Goyal et al. 2017), "none" keeps them as given.
+    learning_rate_scaling: str = "linear"
+    # The global batch the learning rates were chosen for. None: batch_size_per_worker, i.e. the
+    # rates are right for one worker and scale with the worker count (the study's batch 32 on 1).
+    reference_batch_size: int | None = None
+    # Epochs over which a scaled learning rate ramps up from the unscaled one, per phase.
+    warmup_epochs: float = 1.0
+    # Early stopping and the best epoch: "balanced_loss" is the mean over classes of each class's
+    # validation cross-entropy, so a 2-image class counts as much as a 200-image one; "loss" is
+    # the plain per-image mean.
+    selection: str = "balanced_loss"
+    # Validation images a class needs for the card to trust the calibration temperature and the
+    # review threshold fitted on them; fewer puts a warning in the card.
+    min_fit_images_per_class: int = 10
+
+    @property
+    def reference_batch(self) -> int:
+        """The global batch the learning rates are meant for (`reference_batch_size` resolved)."""
+        return self.batch_size_per_worker if self.reference_batch_size is None else self.reference_batch_size
 
     def __post_init__(self) -> None:
         for key in ("epochs", "head_epochs", "batch_size_per_worker", "cnn_patience", "transfer_patience"):
@@ -121,6 +148,27 @@ class TrainConfig:
             "train.review_target_accuracy",
             self.review_target_accuracy,
             "0 < x <= 1",
+        )
+        _check(self.seed is None or self.seed >= 0, "train.seed", self.seed, "a non-negative integer or null")
+        _check(
+            self.learning_rate_scaling in LEARNING_RATE_SCALINGS,
+            "train.learning_rate_scaling",
+            self.learning_rate_scaling,
+            ", ".join(LEARNING_RATE_SCALINGS),
+        )
+        _check(
+            self.reference_batch_size is None or self.reference_batch_size > 0,
+            "train.reference_batch_size",
+            self.reference_batch_size,
+            "a positive integer or null (= batch_size_per_worker)",
+        )
+        _check(self.warmup_epochs >= 0, "train.warmup_epochs", self.warmup_epochs, ">= 0")
+        _check(self.selection in SELECTION_CRITERIA, "train.selection", self.selection, ", ".join(SELECTION_CRITERIA))
+        _check(
+            self.min_fit_images_per_class >= 1,
+            "train.min_fit_images_per_class",
+            self.min_fit_images_per_class,
+            "a positive integer",
         )
 
 
@@ -234,6 +282,11 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def training_seed(self) -> int:
+        """`train.seed`, or `data.seed` when it is not set."""
+        return self.data.seed if self.train.seed is None else self.train.seed
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobConfig:

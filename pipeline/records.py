@@ -32,6 +32,8 @@ class Calibration:
     # scaling, so a report can draw both diagrams; None in cards from before they were recorded.
     test_reliability_before: dict[str, list[float]] | None = None
     test_reliability_after: dict[str, list[float]] | None = None
+    # Validation images of each class the temperature was fitted on; None in older cards.
+    fitted_images_per_class: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Review:
     target_accuracy: float | None = None
     validation_kept_share: float | None = None
     validation_kept_accuracy: float | None = None
+    # Validation images of each class the threshold was chosen on; None in older cards.
+    fitted_images_per_class: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

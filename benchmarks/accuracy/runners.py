@@ -67,6 +67,8 @@ def product_overrides(
         f"train.cnn_patience={schedule.cnn_patience}",
         f"train.transfer_patience={schedule.transfer_patience}",
         f"train.batch_size_per_worker={schedule.product_batch_per_worker}",
+        # The baselines' learning rates are right for their batch, the product's global batch.
+        f"train.reference_batch_size={schedule.batch_size}",
         f"train.imbalance={imbalance}",
         f"train.run_name={run_name}",
         # jobs/configs/local.yaml's resources: 2 workers x 0.5 CPU (2 x 1 CPU starves Ray Data here).

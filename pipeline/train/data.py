@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import ray
+import ray.train
 from ray.data import RandomSeedConfig
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -61,7 +63,18 @@ def _keep_decoded(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {IMAGE: batch[IMAGE][ok], LABEL_INDEX: batch[LABEL_INDEX][ok].astype(np.int32)}
 
 
-def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict[str, np.ndarray]:
+def batch_rng(pixels: np.ndarray, seed: int) -> np.random.Generator:
+    """A generator seeded by `seed` and the batch's own pixels.
+
+    Ray Data tasks carry no epoch or batch number; the content does. The shuffle before
+    augmentation is seeded per epoch, so each epoch's batches, and so their draws, differ, while a
+    rerun with the same seed sees the same batches and draws the same transforms.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=8).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest, "little")])
+
+
+def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
     """Random rotation, shift, shear, zoom and flip of a uint8 image batch (training data only).
 
     Runs as a Ray Data task on the training dataset, outside the saved model: Keras random layers
@@ -69,7 +82,7 @@ def augment_batch(batch: dict[str, np.ndarray], augment: dict[str, Any]) -> dict
     StatelessRandomUniformV2"), while the same model without them matches Keras to 4e-8. NumPy
     (`pipeline/augment.py`), so the task processes never load TensorFlow.
     """
-    pixels = augment_images(batch[IMAGE], AugmentConfig(**augment), np.random.default_rng())
+    pixels = augment_images(batch[IMAGE], AugmentConfig(**augment), batch_rng(batch[IMAGE], seed))
     return {IMAGE: pixels, LABEL_INDEX: batch[LABEL_INDEX]}
 
 
@@ -80,29 +93,35 @@ def build_datasets(
     data: DataConfig,
     augment: AugmentConfig,
     imbalance: str,
+    seed: int | None = None,
 ) -> tuple[dict[str, ray.data.Dataset], dict[str, int]]:
     """Decodes each split once and returns Ray Datasets; only `train` is augmented/oversampled.
+
+    Every dataset keeps its order (Ray Data's `preserve_order`): with the shuffle, oversampling
+    and augmentation seeded by `seed`, each epoch's training batches are the same from run to
+    run, and so is each worker's shard of them (`ordered_ingest`). `seed` None: `data.seed`.
 
     Returns:
         ({"train", "val", "test"} datasets of {image, label_index}, {split: undecodable rows}).
     """
+    seed = data.seed if seed is None else seed
     datasets, skipped = {}, {}
     for split in ("train", "val", "test"):
         rows = frame[frame[SPLIT] == split]
         if split == "train" and imbalance in ("oversample", "both"):
-            rows = oversample(rows, data.seed)
+            rows = oversample(rows, seed)
         table = pd.DataFrame(
             {IMAGE_URI: rows[IMAGE_URI].to_numpy(), LABEL_INDEX: label_index.encode(rows[LABEL]).to_numpy()}
         )
         blocks = max(1, min(64, len(table) // data.rows_per_block + 1))
-        decoded = (
-            ray.data.from_pandas(table)
-            .repartition(blocks)
-            .map_batches(
-                images.decode_batch,  # type: ignore[arg-type]
-                batch_format="numpy",
-                fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels},
-            )
+        source = ray.data.from_pandas(table)
+        # Blocks otherwise arrive in the order their tasks finish, and the seeded shuffle of
+        # differently ordered blocks is a different shuffle.
+        source.context.execution_options.preserve_order = True
+        decoded = source.repartition(blocks).map_batches(
+            images.decode_batch,  # type: ignore[arg-type]
+            batch_format="numpy",
+            fn_kwargs={"image_size": image_size, "max_pixels": data.max_image_pixels},
         )
         flagged = decoded.map_batches(_keep_decoded, batch_format="numpy").materialize()
         skipped[split] = len(table) - flagged.count()
@@ -111,12 +130,20 @@ def build_datasets(
         if split == "train" and augment.enabled:
             # Reseeded per execution: Ray Train re-runs this dataset every epoch, and a fixed seed
             # would give every epoch the same batches.
-            shuffle_seed = RandomSeedConfig(seed=data.seed, reseed_after_execution=True)
+            shuffle_seed = RandomSeedConfig(seed=seed, reseed_after_execution=True)
             flagged = flagged.random_shuffle(seed=shuffle_seed).map_batches(
-                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment)}
+                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment), "seed": seed}
             )
         datasets[split] = flagged
     return datasets, skipped
+
+
+def ordered_ingest() -> ray.train.DataConfig:
+    """Ray Train's ingest with the datasets' order kept: `streaming_split` then hands the blocks to
+    the workers in a fixed order, so each worker's shard is the same in every run."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(datasets_to_split=["train"], execution_options=options)
 
 
 # --------------------------------------------------------------------------- worker loop

@@ -32,8 +32,10 @@ from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
+from pipeline.train.learning_rates import warmup_steps
+from pipeline.train.selection import images_per_class, too_few_warnings
 from pipeline.train.trainer import fit
-from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig
+from pipeline.train.worker import FINAL_MODEL, STATE_FILE, WorkerConfig, plan_phases
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +156,21 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     else:
         class_weights = np.ones(len(plan.label_index), dtype=np.float32)
     logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
+    seed = config.training_seed
     datasets, skipped = build_datasets(
-        training_frame, plan.label_index, config.model.image_size, config.data, config.augment, config.train.imbalance
+        training_frame,
+        plan.label_index,
+        config.model.image_size,
+        config.data,
+        config.augment,
+        config.train.imbalance,
+        seed,
     )
+    global_batch_size = config.train.batch_size_per_worker * config.resources.workers
+    train_images = len(train_indices) - skipped["train"]
+    if config.train.imbalance in ("oversample", "both"):
+        train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
+    warmup = warmup_steps(train_images, global_batch_size, config.train.warmup_epochs)
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
     for name in config.model.names:
@@ -174,6 +188,8 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
             workers=config.resources.workers,
             cpus_per_worker=config.resources.cpus_per_worker,
             gpu=config.resources.gpu,
+            seed=seed,
+            warmup_steps=warmup,
         )
         started = time.perf_counter()
         result = fit(name, datasets, worker_config, config.resources, storage_path, f"{plan.run_name}-{name}")
@@ -223,6 +239,7 @@ class HeldOut:
     probe: np.ndarray  # real test images, for the ONNX check
     validation_confidence_counts: list[int]  # calibrated, for the card's drift baseline
     validation_review_share: float
+    warnings: list[str]  # classes with too few validation images for calibration and review
 
 
 def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray.data.Dataset]) -> dict[str, Any]:
@@ -285,14 +302,22 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
         test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
     review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
+    fitted_on = images_per_class(val_labels, class_names)
+    calibration = dataclasses.replace(calibration, fitted_images_per_class=fitted_on)
+    warnings = too_few_warnings(
+        fitted_on, plan.config.train.min_fit_images_per_class, "the calibration temperature and review threshold were"
+    )
+    for warning in warnings:
+        logger.warning("%s", warning)
     confidence = val_probabilities.max(axis=1)
     return HeldOut(
-        test,
-        calibration,
-        Review(**review),
-        probe,
-        confidence_histogram(confidence).tolist(),
-        float((confidence < review["threshold"]).mean()) if len(confidence) else 0.0,
+        test=test,
+        calibration=calibration,
+        review=Review(**review, fitted_images_per_class=fitted_on),
+        probe=probe,
+        validation_confidence_counts=confidence_histogram(confidence).tolist(),
+        validation_review_share=float((confidence < review["threshold"]).mean()) if len(confidence) else 0.0,
+        warnings=warnings,
     )
 
 
@@ -330,6 +355,10 @@ def _model_card(
             "workers": worker_config.workers,
             "batch_size_per_worker": worker_config.train.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,
+            "seed": worker_config.seed,
+            "learning_rates": _learning_rates(worker_config),
+            "selection": plan.config.train.selection,
+            "warnings": held_out.warnings,
             "class_weights": dict(zip(class_names, map(float, worker_config.class_weights))),
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],
@@ -341,13 +370,32 @@ def _model_card(
                 "undecodable_images_left_out": run.undecodable,
             },
             "extra_labels": plan.extra.card_entry() if plan.extra else None,
-            "validation": {"loss": best.get("val_loss"), "accuracy": best.get("val_accuracy")},
+            "validation": {
+                "loss": best.get("val_loss"),
+                "balanced_loss": best.get("val_balanced_loss"),
+                "accuracy": best.get("val_accuracy"),
+            },
             "test": held_out.test,
             "training_seconds": round(run.seconds, 1),
             "library_versions": artifacts.library_versions(),
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
+
+
+def _learning_rates(worker_config: WorkerConfig) -> dict[str, Any]:
+    """How the configured learning rates became the ones the optimizer used, per phase."""
+    train = worker_config.train
+    return {
+        "scaling": train.learning_rate_scaling,
+        "reference_batch_size": train.reference_batch,
+        "global_batch_size": worker_config.global_batch_size,
+        "warmup_steps": worker_config.warmup_steps,
+        "phases": {
+            phase.name: {"configured": phase.base_learning_rate, "effective": phase.learning_rate}
+            for phase in plan_phases(worker_config)
+        },
+    }
 
 
 def write_comparison(output_uri: str, results: dict[str, Any], class_names: tuple[str, ...]) -> None:

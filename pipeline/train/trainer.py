@@ -13,6 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
 from pipeline.config import ResourcesConfig
+from pipeline.train.data import ordered_ingest
 from pipeline.train.worker import WorkerConfig, train_loop_per_worker
 from pipeline.watchdog import Watchdog, start_heartbeat
 
@@ -48,7 +49,7 @@ def fit(
         train_loop_config=dataclasses.replace(worker_config, heartbeat=heartbeat).to_dict(),
         scaling_config=scaling,
         datasets={"train": datasets["train"], "val": datasets["val"]},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ordered_ingest(),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,

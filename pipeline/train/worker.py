@@ -28,6 +28,8 @@ from pipeline.config import TrainConfig
 from pipeline.schema import IMAGE
 from pipeline.tf_runtime import configure_tensorflow
 from pipeline.train.data import LABEL_INDEX
+from pipeline.train.learning_rates import make_schedule, scaled_learning_rate
+from pipeline.train.selection import balanced_loss, class_loss_sums
 from pipeline.watchdog import HeartbeatSender
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ class WorkerConfig:
     workers: int
     cpus_per_worker: float
     gpu: bool
+    # Seeds weight initialisation and dropout (`JobConfig.training_seed`).
+    seed: int = 0
+    # Optimizer steps over which a scaled learning rate ramps up, per phase (`warmup_steps`).
+    warmup_steps: int = 0
     # Name of the driver's `Heartbeat` actor that steps beat (pipeline/watchdog.py); None: no beats.
     heartbeat: str | None = None
 
@@ -81,7 +87,8 @@ class TrainingState:
     phase: int = 0
     epoch_in_phase: int = 0
     epochs_done: int = 0
-    best_val_loss: float = float("inf")
+    best_val_loss: float = float("inf")  # the plain validation loss at the best epoch
+    best_score: float = float("inf")  # the selection criterion (`train.selection`) at the best epoch
     best_epoch: int = -1
     wait: int = 0
     done: bool = False
@@ -138,21 +145,25 @@ def _make_predict(model: Any) -> Any:
     return tf.function(lambda batch: model(tf.cast(batch, tf.float32), training=False), reduce_retracing=True)
 
 
-def _evaluate(predict: Any, iterator: Any, batch_size: int, beat: Callable[[], None]) -> tuple[float, float]:
-    """Unweighted loss and accuracy over a whole (unsplit) dataset on this worker."""
+def _evaluate(
+    predict: Any, iterator: Any, batch_size: int, num_classes: int, beat: Callable[[], None]
+) -> tuple[float, float, float]:
+    """Unweighted loss, accuracy and class-balanced loss over a whole (unsplit) dataset on this worker."""
     import keras
     import tensorflow as tf
 
-    total_loss, correct, count = 0.0, 0.0, 0
+    loss_sums, counts, correct = np.zeros(num_classes), np.zeros(num_classes), 0.0
     for batch in iterator.iter_tf_batches(batch_size=batch_size):
         probabilities = predict(batch[IMAGE])
         labels = batch[LABEL_INDEX]
-        total_loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, probabilities).numpy()
+        batch_sums, batch_counts = class_loss_sums(labels.numpy(), per_example, num_classes)
+        loss_sums, counts = loss_sums + batch_sums, counts + batch_counts
         hits = tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(labels, tf.int32))
         correct += float(tf.reduce_sum(tf.cast(hits, tf.float32)))
-        count += int(labels.shape[0])
         beat()
-    return total_loss / max(count, 1), correct / max(count, 1)
+    count = max(float(counts.sum()), 1.0)
+    return float(loss_sums.sum()) / count, correct / count, balanced_loss(loss_sums, counts)
 
 
 def _make_agree(strategy: Any) -> Any:
@@ -198,19 +209,27 @@ def _rss_mb() -> float:
 class Phase:
     name: str  # "train" (one phase), or "head" then "fine_tune"
     epochs: int
-    learning_rate: float
+    learning_rate: float  # after scaling with the global batch (pipeline/train/learning_rates.py)
     patience: int
+    base_learning_rate: float  # as configured; a warm-up starts from it
 
 
 def plan_phases(settings: WorkerConfig) -> list[Phase]:
     """One phase for a model trained whole; head then fine-tune for a pretrained base."""
     train = settings.train
+
+    def phase(name: str, epochs: int, base: float, patience: int) -> Phase:
+        rule, reference = train.learning_rate_scaling, train.reference_batch
+        return Phase(
+            name, epochs, scaled_learning_rate(base, settings.global_batch_size, reference, rule), patience, base
+        )
+
     if not settings.two_phase:
-        return [Phase("train", train.epochs, train.learning_rate, train.cnn_patience)]
-    phases = [Phase("head", train.head_epochs, train.learning_rate, train.transfer_patience)]
+        return [phase("train", train.epochs, train.learning_rate, train.cnn_patience)]
+    phases = [phase("head", train.head_epochs, train.learning_rate, train.transfer_patience)]
     if train.fine_tune_epochs > 0:
         phases.append(
-            Phase("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate, train.transfer_patience)
+            phase("fine_tune", train.fine_tune_epochs, train.fine_tune_learning_rate, train.transfer_patience)
         )
     return phases
 
@@ -241,14 +260,20 @@ class WorkerRun:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: builds the model under the strategy, trains one or two phases with early
-    stopping on validation loss, reports metrics and a checkpoint every epoch, and resumes from
-    `ray.train.get_checkpoint()` after a restart."""
+    stopping on the validation criterion (`train.selection`), reports metrics and a checkpoint
+    every epoch, and resumes from `ray.train.get_checkpoint()` after a restart."""
     settings = WorkerConfig.from_dict(config)
     beat = HeartbeatSender(settings.heartbeat)
     beat()  # start-up (TensorFlow import, strategy set-up, weights) is progress too
     configure_tensorflow(settings.cpus_per_worker, settings.gpu)
+    import keras
     import tensorflow as tf
 
+    # Same seed on every worker: MultiWorkerMirroredStrategy broadcasts rank 0's initial weights
+    # anyway, and dropout then depends on the seed and the (seeded) batches only. Op determinism
+    # makes TensorFlow's kernels repeat their results, which the seed alone does not promise.
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = _build_model(settings)
@@ -308,7 +333,9 @@ def _train_phase(run: WorkerRun, index: int, phase: Phase) -> None:
         run.unfreeze()
     # A fresh optimizer and step per phase: both captured the old trainable variables.
     with run.strategy.scope():
-        optimizer = keras.optimizers.Adam(phase.learning_rate)
+        optimizer = keras.optimizers.Adam(
+            make_schedule(phase.base_learning_rate, phase.learning_rate, settings.warmup_steps)
+        )
         optimizer.build(run.model.trainable_variables)
         if run.saved_optimizer is not None and continuing and state.epoch_in_phase > 0:
             _restore_optimizer(optimizer, run.saved_optimizer)
@@ -322,6 +349,7 @@ def _train_phase(run: WorkerRun, index: int, phase: Phase) -> None:
 
 def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[str, Any]:
     """Trains on this worker's shard once, then validates on the whole validation set."""
+    import keras
     import tensorflow as tf
 
     train = run.settings.train
@@ -333,7 +361,9 @@ def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[
         loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
         run.beat()
     val_data = ray.train.get_dataset_shard("val")
-    val_loss, val_accuracy = _evaluate(run.predict, val_data, train.batch_size_per_worker * 2, run.beat)
+    val_loss, val_accuracy, val_balanced_loss = _evaluate(
+        run.predict, val_data, train.batch_size_per_worker * 2, run.settings.num_classes, run.beat
+    )
     return {
         "phase": phase.name,
         "epoch": run.state.epochs_done + 1,
@@ -341,6 +371,8 @@ def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[
         "accuracy": correct / max(steps * run.settings.global_batch_size, 1),
         "val_loss": run.agree(val_loss),  # every worker takes the same stopping decision
         "val_accuracy": val_accuracy,
+        "val_balanced_loss": run.agree(val_balanced_loss),
+        "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
         "steps": steps,
         "seconds": time.perf_counter() - started,
         "optimizer_steps": int(optimizer.iterations.numpy()),
@@ -356,8 +388,10 @@ def _should_stop(run: WorkerRun, row: dict[str, Any], index: int, phase: Phase, 
     state.epochs_done += 1
     state.epoch_in_phase += 1
     epoch_in_phase = state.epoch_in_phase
-    if row["val_loss"] < state.best_val_loss - 1e-6:
-        state.best_val_loss, state.best_epoch, state.wait = row["val_loss"], state.epochs_done, 0
+    score = row["val_balanced_loss"] if run.settings.train.selection == "balanced_loss" else row["val_loss"]
+    if score < state.best_score - 1e-6:
+        state.best_score, state.best_val_loss = score, row["val_loss"]
+        state.best_epoch, state.wait = state.epochs_done, 0
         run.best_weights = _weights_by_path(run.model)
     else:
         state.wait += 1
@@ -391,7 +425,12 @@ def _finish(run: WorkerRun) -> None:
     """The best epoch's weights, saved whole in the final checkpoint."""
     run.state.done = True
     _assign_by_path(run.model, run.best_weights)
-    final = {"final": True, "best_epoch": run.state.best_epoch, "best_val_loss": run.state.best_val_loss}
+    final = {
+        "final": True,
+        "best_epoch": run.state.best_epoch,
+        "best_val_loss": run.state.best_val_loss,
+        "best_score": run.state.best_score,
+    }
     _report(run.rank, final, run.state, run.model, run.best_weights, final=True)
 
 

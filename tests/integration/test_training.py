@@ -332,8 +332,9 @@ def test_early_stopping_stops_every_worker_and_keeps_the_best_epochs_weights(ray
     assert card["epochs_run"] == len(history) < budget, "early stopping never fired"
     assert card["epochs_run"] == card["best_epoch"] + patience
     best = history[card["best_epoch"] - 1]
-    assert best["val_loss"] == min(row["val_loss"] for row in history)
-    assert all(row["val_loss"] >= best["val_loss"] for row in history[card["best_epoch"] :])
+    criterion = "val_balanced_loss"  # train.selection's default
+    assert best[criterion] == min(row[criterion] for row in history)
+    assert all(row[criterion] >= best[criterion] for row in history[card["best_epoch"] :])
     # The saved weights reproduce the best epoch's validation loss, not the last epoch's.
     split = pd.read_csv(os.path.join(artifact, "split.csv"))
     val = split[split["split"] == "val"]
