@@ -15,7 +15,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from models.layers import rescaling
+from models import layers
+from models.layers import rescaling, transfer_head
 from models.spec import InputSpec
 from models.torch_checkpoint import read_state_dict
 
@@ -236,20 +237,10 @@ def build_efficientnet_lite0(
     inputs = keras.Input(shape=spec.shape, name="image")
     x = rescaling(spec)(inputs)
     base = build_base(spec, weights)
-    if weights is None:
-        # Same reasoning as mobilenet_v2: 0.99 momentum needs far more steps than small catalogs give.
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-        x = base(x)
-    else:
-        base.trainable = False
-        x = base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(128, activation="relu", name="dense")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    pretrained = weights is not None
+    return transfer_head(
+        inputs, x, base, pretrained=pretrained, dropout=dropout, num_classes=num_classes, name="efficientnet_lite0"
+    )
 
 
 def base_model(model: keras.Model) -> keras.Model:
@@ -262,12 +253,4 @@ def unfreeze_top_layers(model: keras.Model, count: int) -> list[str]:
     Returns:
         Names of the base layers that became trainable.
     """
-    base = base_model(model)
-    base.trainable = True
-    unfrozen = []
-    for index, layer in enumerate(base.layers):
-        in_top = index >= len(base.layers) - count
-        layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    return unfrozen
+    return layers.unfreeze_top_layers(base_model(model), count)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from models.layers import rescaling
+from models import layers
+from models.layers import rescaling, transfer_head
 from models.spec import InputSpec
 
 BASE_NAME = "mobilenetv2_base"
@@ -43,23 +44,9 @@ def build_mobilenet_v2(
     base = keras.applications.MobileNetV2(
         input_shape=spec.shape, alpha=1.0, include_top=False, weights=weights, name=BASE_NAME
     )
-    if weights is None:
-        # From scratch there is nothing to protect: the whole base trains, BatchNorm included.
-        # Keras' BatchNorm momentum of 0.999 needs thousands of steps before its moving
-        # statistics (used at validation and scoring) match training; small catalogs never get
-        # there, so validation collapses to one class. 0.9 converges within an epoch or two.
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-        x = base(x)
-    else:
-        base.trainable = False
-        x = base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(128, activation="relu", name="dense")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="mobilenet_v2")
+    return transfer_head(
+        inputs, x, base, pretrained=weights is not None, dropout=dropout, num_classes=num_classes, name="mobilenet_v2"
+    )
 
 
 def check_weights(weights: str, image_size: int) -> str:
@@ -90,13 +77,4 @@ def unfreeze_top_layers(model: keras.Model, count: int) -> list[str]:
     Returns:
         Names of the base layers that became trainable.
     """
-    base = base_model(model)
-    base.trainable = True
-    unfrozen = []
-    for index, layer in enumerate(base.layers):
-        in_top = index >= len(base.layers) - count
-        is_batch_norm = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = in_top and not is_batch_norm
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    return unfrozen
+    return layers.unfreeze_top_layers(base_model(model), count)
