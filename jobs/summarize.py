@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         print(
-            f"{'model':<14} {'status':<10} {'rows':>6} {'errors':>6} {'accuracy':>9} {'(95%)':<17} "
+            f"{'model':<18} {'status':<10} {'rows':>6} {'errors':>6} {'accuracy':>9} {'(95%)':<17} "
             f"{'macro-F1':>9} {'(95%)':<17}  predictions"
         )
         for output in args.outputs:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             headline = run.evaluation or {}
             rows, errors = (run.counts.rows_out, run.counts.errors) if run.counts else ("-", "-")
             print(
-                f"{run.model.name:<14} {run.status:<10} {rows:>6} {errors:>6} "
+                f"{run.model.name:<18} {run.status:<10} {rows:>6} {errors:>6} "
                 f"{_figure(headline.get('accuracy')):>9} {_interval(headline.get('accuracy_interval')):<17} "
                 f"{_figure(headline.get('macro_f1')):>9} {_interval(headline.get('macro_f1_interval')):<17}  "
                 f"{storage.join(output, PREDICTIONS_DIR)}"
