@@ -88,18 +88,20 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             )
         stream.seek(0)
         try:
-            magic = pickle.load(stream)
-            protocol = pickle.load(stream)
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
-        if magic != LEGACY_MAGIC or protocol != LEGACY_PROTOCOL:
-            raise ValueError(f"{path} is not a legacy PyTorch checkpoint (magic {magic!r}, protocol {protocol!r})")
-        pickle.load(stream)  # system info: endianness and C type sizes
-        try:
+            # Every one of the five pickles goes through the restricted unpickler: the header
+            # pickles of a foreign file can call globals just as the state dict can.
+            magic = _StateDictUnpickler(stream).load()
+            protocol = _StateDictUnpickler(stream).load()
+            if magic != LEGACY_MAGIC or protocol != LEGACY_PROTOCOL:
+                raise ValueError(f"{path} is not a legacy PyTorch checkpoint (magic {magic!r}, protocol {protocol!r})")
+            _StateDictUnpickler(stream).load()  # system info: endianness and C type sizes
             state = _StateDictUnpickler(stream).load()
+            keys = _StateDictUnpickler(stream).load()
         except pickle.UnpicklingError as error:
-            raise ValueError(f"{path}: {error}") from error
-        storages = _read_storages(stream, pickle.load(stream), _storage_types(state))
+            raise ValueError(f"{path} is not a PyTorch checkpoint: {error}") from error
+        except EOFError as error:
+            raise ValueError(f"{path} is not a PyTorch checkpoint: it ends early") from error
+        storages = _read_storages(stream, keys, _storage_types(state))
     return {name: _materialise(ref, storages) for name, ref in state.items()}
 
 

@@ -37,13 +37,19 @@ def test_the_packaged_checkpoint_reads_into_arrays_with_pytorch_layouts(state):
     assert state["_bn0.running_var"].dtype == np.float32 and (state["_bn0.running_var"] >= 0).all()
 
 
-def test_a_checkpoint_that_asks_for_anything_but_tensors_is_refused(tmp_path):
-    """A plain pickle.load would run this; the reader must refuse it before calling anything."""
+EVIL = b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."  # os.system("true")
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 3])
+def test_a_checkpoint_that_asks_for_anything_but_tensors_is_refused(tmp_path, position):
+    """A plain pickle.load would run this; the reader must refuse it before calling anything, in
+    the header pickles (magic, protocol, system info) as in the state dict."""
     path = tmp_path / "evil.pth"
     with open(path, "wb") as stream:
-        for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, {"little_endian": True}):
-            pickle.dump(header, stream, protocol=2)
-        stream.write(b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
+        for index, header in enumerate((LEGACY_MAGIC, LEGACY_PROTOCOL, {"little_endian": True})):
+            stream.write(EVIL) if index == position else pickle.dump(header, stream, protocol=2)
+        if position == 3:
+            stream.write(EVIL)
     with pytest.raises(ValueError, match="refusing os.system"):
         read_state_dict(path)
 
