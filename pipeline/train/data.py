@@ -127,13 +127,18 @@ def build_datasets(
         skipped[split] = len(table) - flagged.count()
         if skipped[split]:
             logger.warning("%d %s images could not be decoded and are left out of training", skipped[split], split)
-        if split == "train" and augment.enabled:
-            # Reseeded per execution: Ray Train re-runs this dataset every epoch, and a fixed seed
-            # would give every epoch the same batches.
+        if split == "train":
+            # Shuffled with augmentation off too: catalogs are often sorted by class, and batches
+            # in catalog order would each hold one class. Reseeded per execution: Ray Train re-runs
+            # this dataset every epoch, and a fixed seed would give every epoch the same batches.
             shuffle_seed = RandomSeedConfig(seed=seed, reseed_after_execution=True)
-            flagged = flagged.random_shuffle(seed=shuffle_seed).map_batches(
-                augment_batch, batch_format="numpy", fn_kwargs={"augment": dataclasses.asdict(augment), "seed": seed}
-            )
+            flagged = flagged.random_shuffle(seed=shuffle_seed)
+            if augment.enabled:
+                flagged = flagged.map_batches(
+                    augment_batch,
+                    batch_format="numpy",
+                    fn_kwargs={"augment": dataclasses.asdict(augment), "seed": seed},
+                )
         datasets[split] = flagged
     return datasets, skipped
 

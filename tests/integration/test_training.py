@@ -388,6 +388,26 @@ def test_augmentation_changes_training_batches_and_never_validation_or_test(ray_
             assert unchanged == len(seen), f"{len(seen) - unchanged} {split} images were altered"
 
 
+def test_the_train_split_is_shuffled_every_epoch_with_augmentation_off_too(ray_local, catalog):
+    """Catalogs are often sorted by class: without augmentation the training batches must still
+    come shuffled, and differently each epoch (Ray Train re-runs the dataset every epoch)."""
+    frame = make_split(read_catalog_frame(catalog), 0.15, 0.15, 0)
+    label_index = LabelIndex.fit(frame["label"])
+    config = load_config(None, ["model.image_size=32", "augment.enabled=false"])
+    datasets, _ = build_datasets(frame, label_index, 32, config.data, config.augment, config.train.imbalance)
+    rows = frame[frame["split"] == "train"]
+    decoded = decode_batch({"image_uri": rows["image_uri"].to_numpy()}, 32)["image"]
+    in_catalog_order = [image.tobytes() for image in decoded]
+
+    def epoch() -> list[bytes]:
+        batches = datasets["train"].iter_batches(batch_format="numpy")
+        return [image.tobytes() for batch in batches for image in batch["image"]]
+
+    first, second = epoch(), epoch()
+    assert sorted(first) == sorted(in_catalog_order)  # every image, unaltered
+    assert first != in_catalog_order and second != first
+
+
 def test_a_failed_imagenet_download_trains_mobilenet_from_scratch_and_the_card_says_so(
     ray_local, catalog, tmp_path, offline_keras, caplog
 ):
