@@ -50,6 +50,12 @@ class ModelEntry:
         return self.unfreeze_top is not None
 
 
+# Both pretrained bases shrink their input 32 times: 96 px is the cheapest size whose last feature
+# map is 3×3, not 2×2 (benchmarks/backbone_image_size.py); epochs and layers are the config's.
+PRETRAINED_DEFAULTS = BackboneDefaults(
+    image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
+)
+
 MODEL_BUILDERS: dict[str, ModelEntry] = {
     "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec),
     "mobilenet_v2": ModelEntry(
@@ -58,9 +64,7 @@ MODEL_BUILDERS: dict[str, ModelEntry] = {
         takes_weights=True,
         unfreeze_top=mobilenet_v2.unfreeze_top_layers,
         check_weights=mobilenet_v2.check_weights,
-        defaults=BackboneDefaults(
-            image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
-        ),
+        defaults=PRETRAINED_DEFAULTS,
     ),
     "efficientnet_lite0": ModelEntry(
         efficientnet_lite0.build_efficientnet_lite0,
@@ -68,9 +72,7 @@ MODEL_BUILDERS: dict[str, ModelEntry] = {
         takes_weights=True,
         unfreeze_top=efficientnet_lite0.unfreeze_top_layers,
         check_weights=efficientnet_lite0.check_weights,
-        defaults=BackboneDefaults(
-            image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
-        ),
+        defaults=PRETRAINED_DEFAULTS,
     ),
 }
 

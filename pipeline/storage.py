@@ -53,7 +53,7 @@ def filesystem(uri: str, **remote_options: Any) -> tuple[fsspec.AbstractFileSyst
     uri = normalize(uri)
     if is_remote(uri):
         options: dict[str, Any] = dict(remote_options)
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _s3_endpoint()
         if endpoint and uri.startswith(("s3://", "s3a://")):
             options["endpoint_url"] = endpoint
         fs, path = fsspec.core.url_to_fs(uri, **options)
@@ -103,12 +103,18 @@ def read_bytes(uri: str) -> bytes:
     return data
 
 
+def _s3_endpoint() -> str | None:
+    """An S3-compatible endpoint from the environment, or None for AWS itself; s3fs and obstore
+    must agree on it."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def _s3_get(path: str) -> bytes:
     """One GET, no HEAD. obstore raises FileNotFoundError for a missing key, as s3fs does."""
     import obstore
 
     bucket, _, key = path.partition("/")
-    store = _s3_store(bucket, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    store = _s3_store(bucket, _s3_endpoint())
     return bytes(obstore.get(store, key).bytes())
 
 
