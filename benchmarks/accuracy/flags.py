@@ -74,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline-seed",
         type=int,
-        help="Keras seed for the baselines (default --seed); vary it to see run-to-run noise",
+        help="Keras seed of the baselines and train.seed of the product rows (default --seed); the split keeps --seed",
     )
     parser.add_argument(
         "--repeats",
         type=int,
         help="runs per variant, to report mean ± std beside each run's 95%% intervals (default 3; --tiny: 2). "
-        "Baselines use Keras seeds --baseline-seed, +1, ...; product runs repeat the same config",
+        "Repeat k trains with seed --baseline-seed + k - 1 (Keras seed; the product's train.seed) on the same split",
     )
     parser.add_argument(
         "--tiny",

@@ -51,9 +51,15 @@ def run_row(row: RowPlan, settings: Settings, heldout: str, data: Data) -> dict[
 
 
 def product_overrides(
-    model: str, imbalance: str, weights: str, image_size: int, schedule: Schedule, run_name: str
+    model: str,
+    imbalance: str,
+    weights: str,
+    image_size: int,
+    schedule: Schedule,
+    run_name: str,
+    seeds: tuple[int, int],
 ) -> list[str]:
-    """The `--set` overrides one product row trains and scores with."""
+    """The `--set` overrides one product row trains and scores with; `seeds` is (split, training)."""
     from_scratch = get_entry(model).takes_weights and weights == "none"
     epochs = schedule.scratch_epochs if from_scratch else schedule.cnn_epochs
     return [
@@ -71,6 +77,8 @@ def product_overrides(
         f"train.reference_batch_size={schedule.batch_size}",
         f"train.imbalance={imbalance}",
         f"train.run_name={run_name}",
+        f"data.seed={seeds[0]}",
+        f"train.seed={seeds[1]}",
         # jobs/configs/local.yaml's resources: 2 workers x 0.5 CPU (2 x 1 CPU starves Ray Data here).
         "resources.workers=2",
         "resources.cpus_per_worker=0.5",
@@ -90,10 +98,13 @@ def run_product(row: RowPlan, settings: Settings, heldout: str, data: Data) -> d
     assert row.imbalance is not None  # RowPlan gives every product row a strategy
     model = row.variant.model
     # The CNN never reads weights; "none" keeps prepare_training from resolving MobileNetV2's.
-    weights = settings.weights if row.variant.pretrained else "none"
+    weights = (row.variant.fixed_weights or settings.weights) if row.variant.pretrained else "none"
     slug = row.row_id.replace("[", "-").replace("]", "").replace("#", "-r")
     run_name = f"acc-{slug}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-    overrides = product_overrides(model, row.imbalance, weights, settings.image_size, settings.schedule, run_name)
+    seeds = (settings.seed, settings.run_seed(row))
+    overrides = product_overrides(
+        model, row.imbalance, weights, settings.image_size, settings.schedule, run_name, seeds
+    )
     config = load_config(None, overrides, **{"model.names": [model]})
     models_dir = os.path.join(settings.work_dir, "models", slug)
     scores_dir = os.path.join(settings.work_dir, "scores", slug)
@@ -198,9 +209,8 @@ def _product_row(row: RowPlan, weights: str, run: ProductRun, data: Data) -> dic
     temperature = float(card["calibration"]["temperature"])
     return {
         "row": row.row_id,
-        # The product has no training seed key yet (data.seed fixes the split, which every repeat
-        # must share): its repeats measure training's run-to-run noise.
         "repeat": row.repeat,
+        "seed": card["seed"],
         "variant": row.variant.name,
         "family": "product",
         "model": row.variant.model,
@@ -246,7 +256,7 @@ def run_baseline(row: RowPlan, settings: Settings, data: Data) -> dict[str, Any]
     fitted on the validation split (which the study never had) for the 'ECE after' column."""
     import keras
 
-    variant, schedule, seed = row.variant, settings.schedule, settings.baseline_seed + row.repeat - 1
+    variant, schedule, seed = row.variant, settings.schedule, settings.run_seed(row)
     keras.utils.set_random_seed(seed)
     balanced = class_weight_vector(data.train.labels, len(data.class_names))
     class_weight = study_class_weight(balanced, data.class_names, variant.published)

@@ -41,6 +41,9 @@ class Variant:
     pretrained: bool  # starts from --weights
     published: bool = False  # the study's defects: string-keyed class weights (and [0, 1] for MobileNetV2)
     pixel_range: tuple[float, float] | None = None
+    # Base weights this variant always starts from, whatever `--weights` says (which is
+    # MobileNetV2's): EfficientNet-Lite0's "imagenet" is the checkpoint its pip package installed.
+    fixed_weights: str | None = None
 
     @property
     def is_product(self) -> bool:
@@ -65,6 +68,9 @@ VARIANTS: dict[str, Variant] = {
         Variant("baseline_fixed_cnn", "baseline", "custom_cnn", pretrained=False),
         Variant("baseline_published_cnn", "baseline", "custom_cnn", pretrained=False, published=True),
         Variant("product_mobilenet_v2_scratch", "product", "mobilenet_v2", pretrained=False),
+        Variant(
+            "product_efficientnet_lite0", "product", "efficientnet_lite0", pretrained=True, fixed_weights="imagenet"
+        ),
     )
 }
 RUN_ORDER = tuple(VARIANTS)
@@ -149,7 +155,10 @@ class RowPlan:
     row_id: str
     variant: Variant
     imbalance: str | None
-    repeat: int = 1  # 1..Settings.repeats: the baselines' Keras seed is baseline_seed + repeat - 1
+    # 1..Settings.repeats: the baselines' Keras seed and the product's train.seed are
+    # baseline_seed + repeat - 1, so repeats differ in initialisation, shuffles and augmentation
+    # while the split (--seed) stays the same.
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
@@ -188,11 +197,15 @@ class Settings:
                 f"unknown variant(s) {unknown} / imbalance strategies {bad}; choose from {list(ALL_VARIANTS)} "
                 f"and {list(IMBALANCE_STRATEGIES)}"
             )
-        pretrained = any(VARIANTS[name].pretrained for name in self.variants)
+        pretrained = any(VARIANTS[name].pretrained and not VARIANTS[name].fixed_weights for name in self.variants)
         if pretrained and self.weights != "imagenet" and not os.path.exists(self.weights):
             raise SettingsError(
                 f"--weights {self.weights!r} does not exist; pass a MobileNetV2 no-top weights file or 'imagenet'"
             )
+
+    def run_seed(self, row: RowPlan) -> int:
+        """The training seed of one run: repeats differ in it, and never in the split (`seed`)."""
+        return self.baseline_seed + row.repeat - 1
 
     def rows(self) -> list[RowPlan]:
         """The rows in run order; product models once per imbalance strategy, the default first.
@@ -212,6 +225,7 @@ class Settings:
             "product_custom_cnn": _default_first(self.cnn_imbalance),
             "product_mobilenet_v2": _default_first(self.mobilenet_imbalance),
             "product_mobilenet_v2_scratch": [default_imbalance()],
+            "product_efficientnet_lite0": [default_imbalance()],
         }
         plan = []
         for name in RUN_ORDER:

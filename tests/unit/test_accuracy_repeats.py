@@ -61,3 +61,27 @@ def test_repeats_give_mean_and_std_beside_the_mean_interval_half_width():
     table = "\n".join(_repeats_table({"minority": "rare", "repeat_summary": [repeated, single]}))
     mean, std, width = (repeated["macro_f1"][k] for k in ("mean", "std", "interval_half_width"))
     assert "| `baseline_fixed_cnn` | 3 |" in table and f"{mean:.3f} ± {std:.3f} (±{width:.3f})" in table
+
+
+def test_product_repeats_train_with_different_seeds_on_the_same_split():
+    """With train.seed, a product repeat of the same config would retrain the same weights: the
+    repeats' std would be 0 and say nothing about noise."""
+    from benchmarks.accuracy.runners import product_overrides
+    from jobs.config import load_config
+
+    settings = _settings("--variants", "product_custom_cnn", "--imbalance", "class_weight", "--seed", "7")
+    configs = []
+    for row in settings.rows():
+        overrides = product_overrides(
+            "custom_cnn", "class_weight", "none", 32, settings.schedule, "r", (settings.seed, settings.run_seed(row))
+        )
+        configs.append(load_config(None, overrides))
+    assert [config.training_seed for config in configs] == [7, 8, 9]
+    assert {config.data.seed for config in configs} == {7}  # the baselines' split
+
+
+def test_efficientnet_lite0_starts_from_its_packaged_imagenet_weights_whatever_weights_says():
+    settings = _settings("--variants", "product_efficientnet_lite0", "--weights", "none", "--repeats", "1")
+    (row,) = settings.rows()
+    assert row.row_id == "product_efficientnet_lite0[class_weight]"
+    assert row.variant.pretrained and row.variant.fixed_weights == "imagenet"
