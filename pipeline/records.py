@@ -99,6 +99,12 @@ class ModelCard:
         """The card's own review threshold; 0.5 for a card that training did not calibrate."""
         return self.review.threshold if self.review else 0.5
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What training warned about this model (e.g. a class its calibration barely saw), which
+        every scoring run repeats so a nightly owner who never reads the card still sees it."""
+        return tuple(self.details.get("warnings") or ())
+
     def to_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = {
             "name": self.name,
@@ -209,10 +215,13 @@ class RunManifest:
     timings: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None  # the evaluation headline; None when unlabelled
     drift: DriftReport | None = None
+    # The model card's warnings, known before the first row: they hold for every row it scores.
+    model_warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["problems"] = list(self.problems)
+        values["model_warnings"] = list(self.model_warnings)
         values["counts"] = self.counts.to_dict() if self.counts else None
         values["drift"] = self.drift.to_dict() if self.drift else None
         if self.status == "running":  # what a reader of an unfinished run sees: no figures yet
@@ -238,6 +247,7 @@ class RunManifest:
             timings=values.get("timings"),
             evaluation=values.get("evaluation"),
             drift=DriftReport.from_dict(values["drift"]) if values.get("drift") else None,
+            model_warnings=tuple(values.get("model_warnings") or ()),
         )
 
 

@@ -134,7 +134,8 @@ _STYLE = """body{font-family:sans-serif;max-width:70em;margin:2em auto}table{bor
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}tr.low{background:#fff3cd}
 .pictures{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:10em;font-size:85%}
 figure img{display:block}.problem{color:#a00}.models{display:flex;gap:2em;flex-wrap:wrap}
-.models>section{flex:1;min-width:25em}img.figure{max-width:100%}"""
+.models>section{flex:1;min-width:25em}img.figure{max-width:100%}
+.warning{background:#fff3cd;border:1px solid #e0c060;padding:0 1em}"""
 
 
 def _number(value: Any) -> str:
@@ -235,7 +236,20 @@ def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str])
     for split in ("validation", "test"):
         before, after = calibration.get(f"{split}_ece_before"), calibration.get(f"{split}_ece_after")
         rows += f"<tr><th>{split} ECE before → after</th><td>{_number(before)} → {_number(after)}</td></tr>"
-    return listing + f"<p>What training measured before and after temperature scaling:</p><table>{rows}</table>"
+    fitted = calibration.get("fitted_images_per_class")
+    if fitted:
+        counts = ", ".join(f"{html.escape(name)} {count}" for name, count in fitted.items())
+        rows += f"<tr><th>images per class it was fitted on</th><td>{counts}</td></tr>"
+    measured = f"<p>What training measured before and after temperature scaling:</p><table>{rows}</table>"
+    return listing + measured + _warnings_list(calibration.get("warnings") or [])
+
+
+def _warnings_list(warnings: Sequence[str]) -> str:
+    """Training's warnings about the model, where a reader of its figures cannot miss them."""
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(warning)}</li>" for warning in warnings)
+    return f'<div class="warning"><p>Training warned:</p><ul id="model-warnings">{items}</ul></div>'
 
 
 def report_html(
@@ -511,9 +525,12 @@ def drift_png(report: dict[str, Any], class_names: list[str]) -> bytes:
     return _png(figure)
 
 
-def drift_html(report: dict[str, Any], class_names: list[str], model_name: str) -> str:
-    """drift/report.html: the status, each signal's PSI against each reference, the chart, and the
-    predicted class mix beside the EM estimate of the catalog's prior."""
+def drift_html(
+    report: dict[str, Any], class_names: list[str], model_name: str, model_warnings: Sequence[str] = ()
+) -> str:
+    """drift/report.html: the status, each signal's PSI against each reference, the chart, the
+    predicted class mix beside the EM estimate of the catalog's prior, and training's warnings
+    (an unlabelled run has no evaluation report to carry them)."""
     escape = html.escape
     rows = "".join(
         f"<tr><td>{escape(DRIFT_SIGNALS.get(s['name'], s['name']))}</td><td>{escape(s['reference'])}</td>"
@@ -535,6 +552,7 @@ def drift_html(report: dict[str, Any], class_names: list[str], model_name: str) 
 <p>{report["rows"]} scored rows; previous run of this schedule: {escape(str(report.get("previous_run")))}.
 Population-stability index per signal; ok below the warn threshold, alert above the alert one.</p>
 <table><tr><th>signal</th><th>against</th><th>PSI</th><th>status</th><th></th></tr>{rows}</table>
+{_warnings_list(model_warnings)}
 <img class="figure" src="drift.png" alt="drift charts">
 <h2>Class mix: predicted, and estimated by EM from the calibrated probabilities</h2>
 <p>The predicted mix carries the model's confusions; the EM estimate corrects for them.</p>

@@ -237,7 +237,8 @@ def write_drift_report(output_uri: str, report: DriftReport, card: ModelCard) ->
     class_names = list(card.class_names)
     storage.write_bytes(storage.join(directory, "drift.png"), reports.drift_png(report.to_dict(), class_names))
     storage.write_text(
-        storage.join(directory, "report.html"), reports.drift_html(report.to_dict(), class_names, card.name)
+        storage.join(directory, "report.html"),
+        reports.drift_html(report.to_dict(), class_names, card.name, card.warnings),
     )
 
 

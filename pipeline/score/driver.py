@@ -144,7 +144,10 @@ def score(plan: ScoringPlan, run_id: str | None = None) -> RunManifest:
             "resources": dataclasses.asdict(resources),
             "drift": plan.config.to_dict()["drift"],
         },
+        model_warnings=plan.card.warnings,
     )
+    for warning in plan.card.warnings:
+        logger.warning("model %s: %s", plan.card.name, warning)
     write_run(plan.output_uri, manifest)
     pending = _not_yet_scored(plan, catalog, rows_in) if resumed else catalog
     logger.info("run %s: %d catalog rows, %d already scored", run_id, rows_in, resumed)

@@ -140,7 +140,8 @@ def summary_calibration(card: ModelCard) -> dict[str, Any] | None:
     if card.calibration is None:
         return None
     figures = dataclasses.asdict(card.calibration)
-    return {key: value for key, value in figures.items() if not key.startswith("test_reliability")}
+    shown = {key: value for key, value in figures.items() if not key.startswith("test_reliability")}
+    return {**shown, "warnings": list(card.warnings)}
 
 
 def pictures(rows: list[dict[str, Any]]) -> list[reports.Picture]:

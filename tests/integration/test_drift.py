@@ -96,3 +96,25 @@ def test_a_scheduled_run_compares_itself_with_the_previous_run(ray_local, baseli
     assert drift["previous_run"] == first
     against_previous = signal(drift, "class_mix", "previous_run")
     assert against_previous["expected"] == [6, 6, 6] and against_previous["status"] == "alert"
+
+
+def test_an_unlabelled_run_repeats_training_warnings_in_run_json_and_the_drift_report(
+    ray_local, baseline_artifact, tmp_path
+):
+    """A nightly catalog has no labels, so no evaluation report: run.json and the drift report are
+    where its owner reads that the model's calibration barely saw a class."""
+    warning = "the calibration temperature and review threshold were fitted on 2 validation image(s) of class 'red'"
+    artifact = str(tmp_path / "warned")
+    shutil.copytree(baseline_artifact, artifact)
+    card = read_card(artifact)
+    write_card(artifact, dataclasses.replace(card, details={**card.details, "warnings": [warning]}))
+    catalog = make_tree_catalog(str(tmp_path / "catalog"), {"red": 6, "green": 6})
+    unlabelled = str(tmp_path / "unlabelled.csv")
+    frame = pd.DataFrame({"image_uri": sorted(glob.glob(os.path.join(catalog, "*", "*.png")))})
+    frame.to_csv(unlabelled, index=False)
+    manifest = run(unlabelled, artifact, str(tmp_path / "out"))
+    assert manifest.evaluation is None and manifest.model_warnings == (warning,)
+    with open(tmp_path / "out" / "run.json") as handle:
+        assert json.load(handle)["model_warnings"] == [warning]
+    report = (tmp_path / "out" / "drift" / "report.html").read_text()
+    assert 'id="model-warnings"' in report and "class &#x27;red&#x27;" in report

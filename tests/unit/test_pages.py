@@ -34,6 +34,9 @@ HISTORY = [
      "accuracy": 0.5 + e / 20, "val_accuracy": 0.45 + e / 20}
     for e in range(1, 6)
 ]  # fmt: skip
+# What training records when a class was scarce in the validation split (custom_cnn's card only).
+FITTED = {"boots": 12, "dress": 9, "shirt": 2}
+FEW_SHIRTS = "the calibration temperature and review threshold were fitted on 2 validation image(s) of class 'shirt'"
 
 
 def _catalog(root) -> list[str]:
@@ -93,7 +96,9 @@ def _scored_output(tmp_path, name: str, seed: int, uris: list[str], right: int =
             test_reliability_after=reliability_bins(rng.uniform(0.3, 1, 40), rng.random(40) < 0.6)
             if seed == 0
             else None,
+            fitted_images_per_class=FITTED if seed == 0 else None,
         ),
+        details={"warnings": [FEW_SHIRTS]} if seed == 0 else {},
     )
     context = RowContext(CLASSES, 2, 0.6, name, card.version, "run-1")
     table = prediction_table(batch, probabilities, np.ones(count, dtype=bool), context, datetime.now(UTC))
@@ -242,6 +247,18 @@ def test_the_reliability_diagrams_are_before_and_after_calibration_where_trainin
         "training's test split, after calibration",
     ]
     assert series("mobilenet_v2") == ["this catalog, as scored"]
+
+
+def test_the_report_repeats_what_training_warned_and_the_images_calibration_was_fitted_on(pages):
+    _, runs, _ = pages
+    warned = open(os.path.join(runs["custom_cnn"][0], "evaluation", "report.html")).read()
+    listing = re.search(r'<ul id="model-warnings">(.*?)</ul>', warned, re.S)
+    assert listing and [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", listing.group(1))] == [
+        FEW_SHIRTS
+    ]
+    assert "<td>boots 12, dress 9, shirt 2</td>" in warned
+    calm = open(os.path.join(runs["mobilenet_v2"][0], "evaluation", "report.html")).read()
+    assert 'id="model-warnings"' not in calm and "fitted on</th>" not in calm
 
 
 def _verdicts(page: str) -> dict[tuple[str, str], str]:
