@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import keras
 
 from models import layers
@@ -41,9 +44,7 @@ def build_mobilenet_v2(
     """
     inputs = keras.Input(shape=spec.shape, name="image")
     x = rescaling(spec)(inputs)
-    base = keras.applications.MobileNetV2(
-        input_shape=spec.shape, alpha=1.0, include_top=False, weights=weights, name=BASE_NAME
-    )
+    base = _base(spec.shape, weights, name=BASE_NAME)
     return transfer_head(
         inputs, x, base, pretrained=weights is not None, dropout=dropout, num_classes=num_classes, name="mobilenet_v2"
     )
@@ -58,10 +59,19 @@ def check_weights(weights: str, image_size: int) -> str:
     Raises:
         Exception: Whatever Keras raises for a failed download or a file that does not fit.
     """
-    keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, 3), alpha=1.0, include_top=False, weights=weights
-    )
+    _base((image_size, image_size, 3), weights)
     return "imagenet (Keras applications download)" if weights == "imagenet" else weights
+
+
+def _base(shape: tuple[int, int, int], weights: str | None, **options: Any) -> keras.Model:
+    """The no-top base. Keras warns that sizes other than 96..224 get the 224 px weights "as the
+    default": for a no-top base those are the same convolutions at any size, so the warning (shown
+    on every demo run at 64 px) says nothing a user should act on; the card records the weights."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`input_shape` is undefined or non-square", category=UserWarning)
+        return keras.applications.MobileNetV2(
+            input_shape=shape, alpha=1.0, include_top=False, weights=weights, **options
+        )
 
 
 def base_model(model: keras.Model) -> keras.Model:

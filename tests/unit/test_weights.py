@@ -49,3 +49,15 @@ def test_weights_resolve_per_model_so_one_failed_download_does_not_cost_the_othe
     plan = prepare_training(catalog, str(tmp_path / "models"), config)
     assert plan.weights["mobilenet_v2"].uri is None
     assert plan.weights["efficientnet_lite0"].uri == "imagenet"
+
+
+def test_imagenet_at_a_size_keras_has_no_checkpoint_for_does_not_warn_about_it(offline_keras):
+    """At 64 px Keras warns that it loads the 224 px weights "as the default": a no-top base's
+    convolutions are the same at any size, and the warning (with its URL) only cluttered the demo."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(ValueError, match="could not be loaded") as failed:
+            resolve_weights("imagenet", None, 64, MOBILENET_CHECK)
+    assert "input_shape" not in str(failed.value) and "URL fetch failure" in str(failed.value)  # the download
