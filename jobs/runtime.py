@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -200,6 +201,36 @@ def end_log(output_uri: str, log_file: str | None, made_output: bool, verbose: b
         shutil.rmtree(output_uri.removeprefix("file://"), ignore_errors=True)
         return
     announce_log_file(log_file, verbose, when)
+
+
+@dataclass(frozen=True)
+class JobLog:
+    """Where one job's log goes, and whether the job made its local output folder to hold it."""
+
+    output_uri: str
+    file: str | None
+    made_output: bool
+    verbose: bool
+    activity: str  # "training", "scoring": what the console lines say is done or failed
+
+    def end(self, code: int, succeeded: tuple[int, ...] = (EXIT_OK,)) -> int:
+        """Says where the log is (or removes a folder refused input made) and returns `code`."""
+        outcome = "done" if code in succeeded else "failed"
+        end_log(self.output_uri, self.file, self.made_output, self.verbose, f"{self.activity} {outcome}", code)
+        return code
+
+
+@contextlib.contextmanager
+def job_log(output_uri: str, job: str, activity: str, verbose: bool) -> Iterator[JobLog]:
+    """The console and log set-up every job shares. The `with` body imports the job's pipeline
+    modules: they load TensorFlow, whose C++ start-up lines go to the log file, not the console."""
+    quiet_native_logs(verbose)
+    made_output = new_local_output(output_uri)
+    log_file = log_file_for(output_uri, job)
+    with native_stderr_to(None if verbose else log_file):
+        yield JobLog(output_uri, log_file, made_output, verbose, activity)
+    setup_logging(log_file=log_file, verbose=verbose)
+    announce_log_file(log_file, verbose, activity)
 
 
 def announce_log_file(log_file: str | None, verbose: bool, when: str) -> None:

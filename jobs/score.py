@@ -54,17 +54,11 @@ def resolve(args: argparse.Namespace) -> JobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runtime.quiet_native_logs(args.verbose)
-    made_output = runtime.new_local_output(args.output)
-    log_file = runtime.log_file_for(args.output, "score")
-    # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
-    with runtime.native_stderr_to(None if args.verbose else log_file):
+    with runtime.job_log(args.output, "score", "scoring", args.verbose) as log:
         from pipeline.score.drift import signals_scheduler
         from pipeline.score.driver import prepare_scoring, score
         from pipeline.score.incremental import prepare_incremental, score_incremental
         from pipeline.score.predictions import read_run
-    runtime.setup_logging(log_file=log_file, verbose=args.verbose)
-    runtime.announce_log_file(log_file, args.verbose, "scoring")
 
     def body() -> int:
         config = resolve(args)
@@ -98,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         drifted = manifest.drift is not None and signals_scheduler(manifest.drift, config.drift)
         return runtime.EXIT_DRIFT if drifted else runtime.EXIT_OK
 
-    code = runtime.run(body)
-    when = "scoring done" if code in (runtime.EXIT_OK, runtime.EXIT_DRIFT) else "scoring failed"
-    runtime.end_log(args.output, log_file, made_output, args.verbose, when, code)
-    return code
+    return log.end(runtime.run(body), succeeded=(runtime.EXIT_OK, runtime.EXIT_DRIFT))
 
 
 if __name__ == "__main__":

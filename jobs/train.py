@@ -54,14 +54,8 @@ def resolve(args: argparse.Namespace) -> JobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runtime.quiet_native_logs(args.verbose)
-    made_output = runtime.new_local_output(args.output)
-    log_file = runtime.log_file_for(args.output, "train")
-    # The driver loads TensorFlow with these imports; its C++ start-up lines go to the log file.
-    with runtime.native_stderr_to(None if args.verbose else log_file):
+    with runtime.job_log(args.output, "train", "training", args.verbose) as log:
         from pipeline.train.driver import prepare_training, run_training
-    runtime.setup_logging(log_file=log_file, verbose=args.verbose)
-    runtime.announce_log_file(log_file, args.verbose, "training")
 
     def body() -> int:
         config = resolve(args)
@@ -73,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: test accuracy {result['test']['accuracy']:.4f} → {result['artifact']}")
         return runtime.EXIT_OK
 
-    code = runtime.run(body)
-    when = "training done" if code == runtime.EXIT_OK else "training failed"
-    runtime.end_log(args.output, log_file, made_output, args.verbose, when, code)
-    return code
+    return log.end(runtime.run(body))
 
 
 if __name__ == "__main__":
