@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
     results["machine"] = machine()
-    common.finish(results, started, args.output)
+    common.finish(portable(results, work), started, args.output)
     return 0
 
 
@@ -210,6 +210,15 @@ def choose(
     ordered = rank(predictions, list(read_card(artifact).class_names), "margin")
     first = ordered[IMAGE_URI].head(budget)
     return unlabelled.set_index(IMAGE_URI).loc[first].reset_index()[[IMAGE_ID, IMAGE_URI, LABEL]]
+
+
+def portable(results: dict[str, Any], work: str) -> dict[str, Any]:
+    """The results with paths a reader of the committed JSON can place: the catalog relative to
+    the repository, each artifact relative to the (deleted unless --keep) work directory."""
+    results["settings"]["catalog"] = os.path.relpath(os.path.abspath(results["settings"]["catalog"]), REPO)
+    for outcome in [results["round0"], *(o for outcomes in results["arms"].values() for o in outcomes)]:
+        outcome["artifact"] = os.path.relpath(outcome["artifact"], work)
+    return results
 
 
 def figures(outcome: dict[str, Any]) -> str:

@@ -30,3 +30,7 @@ def test_review_loop_tiny_writes_both_arms_for_every_round(tmp_path):
             assert row["test_images"] == 40
     # Both arms start from the same round-0 model and spend the same budget.
     assert 0 <= results["round0"]["macro_f1"] <= 1
+    # The JSON is committed: no path of this machine's temporary work directory in it.
+    assert results["settings"]["catalog"] == "data/sample_catalog"
+    assert results["round0"]["artifact"] == "round0/models/custom_cnn"
+    assert str(tmp_path) not in output.read_text() and '"/tmp/' not in output.read_text()
