@@ -406,8 +406,6 @@ def _format(value: float | None, signed: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import ray
-
     args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -415,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        import ray
+
         ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
         try:
             rows = []
