@@ -1,5 +1,7 @@
-"""benchmarks.workers_accuracy runs end to end in its tiny mode: each row's card shows the global
-batch and the learning rate the scaling gave it. Slow: three tiny Ray Train runs."""
+"""benchmarks.workers_accuracy runs end to end in its tiny mode: one row per training seed, each
+with its card's global batch and scaled learning rate, the CPU share training was granted, and the
+held-out catalog's scored figures with their intervals; a summary and a verdict per worker count.
+Slow: six tiny Ray Train runs, each scored."""
 
 from __future__ import annotations
 
@@ -7,19 +9,42 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 
 def test_workers_accuracy_tiny_records_each_rows_global_batch_rate_and_figures(tmp_path):
     from benchmarks import workers_accuracy
+    from benchmarks.common import shape_labels
 
     output = tmp_path / "workers.json"
-    assert workers_accuracy.main(["--tiny", "--output", str(output)]) == 0
-    rows = {(row["workers"], row["learning_rate_scaling"]): row for row in json.loads(output.read_text())["rows"]}
-    assert set(rows) == {(1, "linear"), (2, "none"), (2, "linear")}
-    assert rows[(1, "linear")]["global_batch_size"] == 32 and rows[(2, "linear")]["global_batch_size"] == 64
-    assert rows[(1, "linear")]["effective_learning_rate"] == pytest.approx(1e-3)
-    assert rows[(2, "none")]["effective_learning_rate"] == pytest.approx(1e-3)
-    assert rows[(2, "linear")]["effective_learning_rate"] == pytest.approx(2e-3)
-    for row in rows.values():
+    assert workers_accuracy.main(["--tiny", "--rows", "1:linear,2:none,4:linear", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    rows = report["rows"]
+    assert sorted((row["workers"], row["learning_rate_scaling"], row["seed"]) for row in rows) == [
+        (1, "linear", 42),
+        (1, "linear", 43),
+        (2, "none", 42),
+        (2, "none", 43),
+        (4, "linear", 42),
+        (4, "linear", 43),
+    ]
+    for row in rows:
+        workers = row["workers"]
+        assert row["global_batch_size"] == 32 * workers and row["split_seed"] == 42
+        rate = 1e-3 if row["learning_rate_scaling"] == "none" else 1e-3 * workers
+        assert row["effective_learning_rate"] == {"train": pytest.approx(rate)}
+        assert row["cpus_per_worker"] == pytest.approx(1.0 / workers)
         assert 0 <= row["test_macro_f1"] <= 1 and row["test_images"] > 0 and row["epochs_run"] == 1
+        heldout = row["heldout"]
+        assert heldout["images"] == 12 * len(shape_labels())  # the generated held-out catalog, every image
+        low, high = heldout["macro_f1_interval"]
+        assert low <= heldout["macro_f1"] <= high and heldout["minority_f1_interval"] is not None
+    summary = {(entry["workers"], entry["learning_rate_scaling"]): entry for entry in report["summary"]}
+    assert set(summary) == {(1, "linear"), (2, "none"), (4, "linear")}
+    assert (
+        len(summary[(4, "linear")]["macro_f1"]["values"]) == 2 and summary[(4, "linear")]["macro_f1"]["std"] is not None
+    )
+    verdicts = {(item["workers"], item["learning_rate_scaling"]): item for item in report["verdicts"]}
+    assert set(verdicts) == {(2, "none"), (4, "linear")}
+    assert verdicts[(4, "linear")]["macro_f1"]["verdict"] in ("same within noise", "differs")
+    assert "Welch" in report["verdict_rule"]

@@ -1,0 +1,75 @@
+"""benchmarks.workers_accuracy's verdict and flag checks, without Ray: Welch's t-test on the seeds'
+held-out macro-F1, and bad flags refused with exit 2 before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import workers_accuracy
+from benchmarks.workers_accuracy import Row, compare, parse_rows, summarize, verdicts
+
+
+def _row(model: str, workers: int, seed: int, macro_f1: float, minority_f1: float) -> dict:
+    return {
+        "model": model,
+        "workers": workers,
+        "learning_rate_scaling": "linear",
+        "seed": seed,
+        "global_batch_size": 32 * workers,
+        "heldout": {"accuracy": macro_f1, "macro_f1": macro_f1, "minority_f1": minority_f1},
+    }
+
+
+def test_rows_parse_and_bad_pairs_are_refused_naming_the_fix():
+    assert parse_rows("1:linear, 2:none,4:linear") == (Row(1, "linear"), Row(2, "none"), Row(4, "linear"))
+    for bad in ("2:sqrt", "0:linear", "two:linear", "1:linear,1:linear", ""):
+        with pytest.raises(ValueError, match="--rows"):
+            parse_rows(bad)
+
+
+def test_seeds_within_noise_are_the_same_and_a_clear_gap_differs():
+    same = compare([0.80, 0.84, 0.82], [0.81, 0.83, 0.85])
+    assert same["verdict"] == "same within noise" and same["p_value"] > 0.05
+    assert same["difference"] == pytest.approx(0.01)
+    gap = compare([0.80, 0.81, 0.82], [0.60, 0.61, 0.62])
+    assert gap["verdict"] == "differs" and gap["p_value"] < 0.05 and gap["difference"] == pytest.approx(-0.2)
+    assert compare([0.8], [0.7, 0.75])["verdict"] == "undetermined"
+    assert compare([0.5, 0.5], [0.5, 0.5])["verdict"] == "same within noise"
+    assert compare([0.5, 0.5], [0.6, 0.6])["verdict"] == "differs"
+
+
+def test_summary_gives_mean_and_std_over_seeds_and_judges_each_worker_count_against_one():
+    rows = [
+        _row("custom_cnn", workers, seed, f1, minority)
+        for workers, figures in (
+            (1, [(0.80, 0.5), (0.82, 0.6), (0.84, 0.7)]),
+            (4, [(0.60, 0.5), (0.61, 0.6), (0.62, 0.7)]),
+        )
+        for seed, (f1, minority) in enumerate(figures)
+    ]
+    summary = summarize(rows)
+    one = next(entry for entry in summary if entry["workers"] == 1)
+    assert one["macro_f1"]["mean"] == pytest.approx(0.82) and one["macro_f1"]["std"] == pytest.approx(0.02)
+    assert one["seeds"] == [0, 1, 2] and one["global_batch_size"] == 32
+    (judged,) = verdicts(summary)
+    assert judged["workers"] == 4 and judged["against"] == {"workers": 1, "learning_rate_scaling": "linear"}
+    assert judged["macro_f1"]["verdict"] == "differs"
+    assert judged["minority_f1"]["verdict"] == "same within noise"
+    table = workers_accuracy.markdown(summary, [judged])
+    assert "| custom_cnn | 4 | linear | 128 | 3 | 0.610 ± 0.010 | 0.600 ± 0.100 | differs (Δ -0.210, p=0.00) |" in table
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--rows", "3:sqrt"], "--rows"),
+        (["--models", "resnet"], "--models"),
+        (["--seeds", "0"], "--seeds"),
+        (["--weights", "/nonexistent/base.h5"], "--weights"),
+        (["--heldout", "/nonexistent/catalog"], "--heldout"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag_before_any_work(flags, named, tmp_path, capsys):
+    assert workers_accuracy.main([*flags, "--output", str(tmp_path / "w.json")]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "w.json").exists()
