@@ -120,6 +120,11 @@ class TrainConfig:
     # Validation images a class needs for the card to trust the calibration temperature and the
     # review threshold fitted on them; fewer puts a warning in the card.
     min_fit_images_per_class: int = 10
+    # 0: the temperature and review threshold are fitted on the validation split. k in 2..20:
+    # they are fitted on out-of-fold predictions of k extra models, each trained on k-1 stratified
+    # folds of train+validation, so a class with 2 validation images lends all its train+validation
+    # images to the fit. The shipped model is still the one trained normally; training costs k+1 runs.
+    calibration_folds: int = 0
 
     @property
     def reference_batch(self) -> int:
@@ -169,6 +174,12 @@ class TrainConfig:
             "train.min_fit_images_per_class",
             self.min_fit_images_per_class,
             "a positive integer",
+        )
+        _check(
+            self.calibration_folds == 0 or 2 <= self.calibration_folds <= 20,
+            "train.calibration_folds",
+            self.calibration_folds,
+            "0 (off: fit on the validation split) or 2..20 folds over train+validation",
         )
 
 

@@ -34,6 +34,9 @@ class Calibration:
     test_reliability_after: dict[str, list[float]] | None = None
     # Validation images of each class the temperature was fitted on; None in older cards.
     fitted_images_per_class: dict[str, int] | None = None
+    # What the temperature was fitted on (`pipeline.train.folds`); cards from before the field
+    # existed were all fitted on the validation split.
+    fitted_on: str = "validation split"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Review:
     validation_kept_accuracy: float | None = None
     # Validation images of each class the threshold was chosen on; None in older cards.
     fitted_images_per_class: dict[str, int] | None = None
+    fitted_on: str = "validation split"  # as `Calibration.fitted_on`
 
 
 @dataclass(frozen=True)

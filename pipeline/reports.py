@@ -240,6 +240,8 @@ def _calibration_rows(calibration: dict[str, Any] | None, series: Sequence[str])
     if fitted:
         counts = ", ".join(f"{html.escape(name)} {count}" for name, count in fitted.items())
         rows += f"<tr><th>images per class it was fitted on</th><td>{counts}</td></tr>"
+        source = html.escape(calibration.get("fitted_on") or "validation split")
+        rows += f'<tr><th>what it was fitted on</th><td id="calibration-fitted-on">{source}</td></tr>'
     measured = f"<p>What training measured before and after temperature scaling:</p><table>{rows}</table>"
     return listing + measured + _warnings_list(calibration.get("warnings") or [])
 

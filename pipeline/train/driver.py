@@ -32,6 +32,7 @@ from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
+from pipeline.train.folds import VALIDATION_SPLIT, OutOfFold, check_folds, out_of_fold_predictions
 from pipeline.train.learning_rates import warmup_steps
 from pipeline.train.selection import images_per_class, too_few_warnings
 from pipeline.train.trainer import fit
@@ -93,6 +94,7 @@ def prepare_training(
         )
     data = config.data
     frame = make_split(frame, data.val_fraction, data.test_fraction, data.seed)
+    check_folds(frame, config.train.calibration_folds)
     extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
     needed = config.resources.workers * config.train.batch_size_per_worker
     train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
@@ -192,10 +194,17 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
             warmup_steps=warmup,
         )
         started = time.perf_counter()
-        result = fit(name, datasets, worker_config, config.resources, storage_path, f"{plan.run_name}-{name}")
+        run_name = f"{plan.run_name}-{name}"
+        result = fit(name, datasets, worker_config, config.resources, storage_path, run_name)
         if result.error:
             raise result.error
-        run = TrainedRun(name, result, worker_config, counts, skipped, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        out_of_fold = None
+        if config.train.calibration_folds:
+            out_of_fold = out_of_fold_predictions(
+                plan.frame, plan.label_index, config, worker_config, storage_path, run_name, _predict_dataset
+            )
+        run = TrainedRun(name, result, worker_config, counts, skipped, seconds, out_of_fold)
         results[name] = _write_artifact(plan, run, datasets)
     if len(results) > 1:
         write_comparison(plan.output_uri, results, plan.label_index.class_names)
@@ -226,6 +235,7 @@ class TrainedRun:
     split_counts: dict[str, Any]
     undecodable: dict[str, int]
     seconds: float
+    out_of_fold: OutOfFold | None = None  # with train.calibration_folds: what calibration is fitted on
 
 
 @dataclass(frozen=True)
@@ -253,7 +263,7 @@ def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray
         model_path = os.path.join(local, artifacts.MODEL_FILE)
         shutil.copyfile(os.path.join(checkpoint_dir, FINAL_MODEL), model_path)
         model = artifacts.load_keras_model(local)
-        held_out = _measure_held_out(model, datasets, plan)
+        held_out = _measure_held_out(model, datasets, plan, run.out_of_fold)
         onnx = export_onnx(model, local, held_out.probe)
         card = _model_card(plan, run, state, held_out, onnx, artifacts.content_version(model_path))
         artifacts.write_card(local, card)
@@ -276,13 +286,17 @@ def _write_artifact(plan: TrainingPlan, run: TrainedRun, datasets: dict[str, ray
     return {"artifact": artifact_uri, "version": card.version, "test": test, "weights_source": card.weights_source}
 
 
-def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: TrainingPlan) -> HeldOut:
+def _measure_held_out(
+    model: Any, datasets: dict[str, ray.data.Dataset], plan: TrainingPlan, out_of_fold: OutOfFold | None = None
+) -> HeldOut:
     class_names = list(plan.label_index.class_names)
     val_labels, val_raw, _ = _predict_dataset(model, datasets["val"], 64)
     test_labels, test_raw, probe = _predict_dataset(model, datasets["test"], 64)
     if probe is None:
         raise RuntimeError("no image of the test split could be decoded")
-    temperature = fit_temperature(val_raw, val_labels)
+    fit_labels, fit_raw = (out_of_fold.labels, out_of_fold.probabilities) if out_of_fold else (val_labels, val_raw)
+    fit_source = out_of_fold.description if out_of_fold else VALIDATION_SPLIT
+    temperature = fit_temperature(fit_raw, fit_labels)
     val_probabilities = apply_temperature(val_raw, temperature)
     test = summarize(test_labels, apply_temperature(test_raw, temperature), class_names)
 
@@ -301,11 +315,18 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
         test_reliability_before=bins(test_labels, test_raw),
         test_reliability_after=bins(test_labels, apply_temperature(test_raw, temperature)),
     )
-    review = choose_review_threshold(val_probabilities, val_labels, plan.config.train.review_target_accuracy)
-    fitted_on = images_per_class(val_labels, class_names)
-    calibration = dataclasses.replace(calibration, fitted_images_per_class=fitted_on)
+    target_accuracy = plan.config.train.review_target_accuracy
+    review = choose_review_threshold(apply_temperature(fit_raw, temperature), fit_labels, target_accuracy)
+    fitted_on = images_per_class(fit_labels, class_names)
+    method = f"temperature scaling fitted on {fit_source}" if out_of_fold else Calibration.method
+    calibration = dataclasses.replace(
+        calibration, fitted_images_per_class=fitted_on, fitted_on=fit_source, method=method
+    )
     warnings = too_few_warnings(
-        fitted_on, plan.config.train.min_fit_images_per_class, "the calibration temperature and review threshold were"
+        fitted_on,
+        plan.config.train.min_fit_images_per_class,
+        "the calibration temperature and review threshold were",
+        "train+validation" if out_of_fold else "validation",
     )
     for warning in warnings:
         logger.warning("%s", warning)
@@ -313,7 +334,7 @@ def _measure_held_out(model: Any, datasets: dict[str, ray.data.Dataset], plan: T
     return HeldOut(
         test=test,
         calibration=calibration,
-        review=Review(**review, fitted_images_per_class=fitted_on),
+        review=Review(**review, fitted_images_per_class=fitted_on, fitted_on=fit_source),
         probe=probe,
         validation_confidence_counts=confidence_histogram(confidence).tolist(),
         validation_review_share=float((confidence < review["threshold"]).mean()) if len(confidence) else 0.0,

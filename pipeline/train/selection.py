@@ -34,10 +34,11 @@ def images_per_class(labels: np.ndarray, class_names: tuple[str, ...] | list[str
     return {name: int(count) for name, count in zip(class_names, counts)}
 
 
-def too_few_warnings(counts: dict[str, int], minimum: int, fitted: str) -> list[str]:
-    """One warning per class with fewer than `minimum` images among those `fitted` was fitted on."""
+def too_few_warnings(counts: dict[str, int], minimum: int, fitted: str, images: str = "validation") -> list[str]:
+    """One warning per class with fewer than `minimum` images among those `fitted` was fitted on
+    (`images` names where they came from: "validation", or "train+validation" with folds)."""
     return [
-        f"{fitted} fitted on {count} validation image(s) of class {name!r}, fewer than "
+        f"{fitted} fitted on {count} {images} image(s) of class {name!r}, fewer than "
         f"train.min_fit_images_per_class={minimum}: it may not hold for that class"
         for name, count in counts.items()
         if count < minimum

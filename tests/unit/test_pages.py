@@ -255,6 +255,7 @@ def test_the_report_repeats_what_training_warned_and_the_images_calibration_was_
     listing = re.search(r'<ul id="model-warnings">(.*?)</ul>', warned, re.S)
     assert listing and [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", listing.group(1))] == [FEW_SHIRTS]
     assert "<td>boots 12, dress 9, shirt 2</td>" in warned
+    assert '<td id="calibration-fitted-on">validation split</td>' in warned
     calm = open(os.path.join(runs["mobilenet_v2"][0], "evaluation", "report.html")).read()
     assert 'id="model-warnings"' not in calm and "fitted on</th>" not in calm
 
