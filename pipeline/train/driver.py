@@ -32,7 +32,13 @@ from pipeline.resources import ClusterShape, fit_training
 from pipeline.schema import IMAGE, IMAGE_ID, IMAGE_URI, LABEL
 from pipeline.splits import SPLIT, make_split, split_counts, split_hash
 from pipeline.train.data import LABEL_INDEX, build_datasets, class_weight_vector
-from pipeline.train.folds import VALIDATION_SPLIT, OutOfFold, check_folds, out_of_fold_predictions
+from pipeline.train.folds import (
+    VALIDATION_SPLIT,
+    OutOfFold,
+    check_fold_steps,
+    check_folds,
+    out_of_fold_predictions,
+)
 from pipeline.train.learning_rates import warmup_steps
 from pipeline.train.selection import images_per_class, too_few_warnings
 from pipeline.train.trainer import fit
@@ -97,6 +103,7 @@ def prepare_training(
     check_folds(frame, config.train.calibration_folds)
     extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
     needed = config.resources.workers * config.train.batch_size_per_worker
+    check_fold_steps(frame, config.train.calibration_folds, config.training_seed, needed)
     train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
     if train_rows < needed:
         raise ValueError(

@@ -74,6 +74,25 @@ def check_folds(frame: pd.DataFrame, folds: int) -> None:
         )
 
 
+def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: int) -> None:
+    """Refuses folds whose smallest training part cannot fill one optimizer step (workers ×
+    batch_size_per_worker images), which would otherwise fail after the main model has trained.
+
+    Raises:
+        ValueError: The smallest fold's training part, with the fix.
+    """
+    if not folds:
+        return
+    sizes = split_folds(frame, folds, seed).value_counts()
+    smallest = int(sizes.sum() - sizes.max())
+    if smallest < step_images:
+        raise ValueError(
+            f"train.calibration_folds={folds}: the smallest fold trains on {smallest} images but one step needs "
+            f"workers × batch_size_per_worker = {step_images}; lower --workers, train.batch_size_per_worker "
+            "or train.calibration_folds"
+        )
+
+
 def split_folds(frame: pd.DataFrame, folds: int, seed: int) -> pd.Series:
     """Assigns each train+validation row a fold number, stratified by label and seeded.
 

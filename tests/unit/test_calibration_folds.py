@@ -13,7 +13,7 @@ from pipeline.config import TrainConfig
 from pipeline.records import ModelCard
 from pipeline.schema import IMAGE_ID, LABEL
 from pipeline.splits import SPLIT
-from pipeline.train.folds import OutOfFold, check_folds, fold_frame, split_folds
+from pipeline.train.folds import OutOfFold, check_fold_steps, check_folds, fold_frame, split_folds
 from pipeline.train.selection import too_few_warnings
 from tests.factories import make_tree_catalog
 
@@ -58,6 +58,15 @@ def test_a_class_with_fewer_train_and_validation_images_than_folds_is_refused_by
     check_folds(frame, 0)
     with pytest.raises(ValueError, match=r"\{'sandal': 4\} have fewer; lower train.calibration_folds"):
         check_folds(frame, 5)
+
+
+def test_folds_whose_smallest_training_part_cannot_fill_one_step_are_refused():
+    """36 train+val images in 3 folds: each fold trains on 24, so a 24-image step fits and 25 does not."""
+    frame = catalog_frame({"shoe": {"train": 20, "val": 4, "test": 4}, "sandal": {"train": 10, "val": 2, "test": 2}})
+    check_fold_steps(frame, 3, seed=7, step_images=24)
+    check_fold_steps(frame, 0, seed=7, step_images=10_000)  # off: nothing to check
+    with pytest.raises(ValueError, match=r"smallest fold trains on 24 images but one step needs .* = 25"):
+        check_fold_steps(frame, 3, seed=7, step_images=25)
 
 
 def test_jobs_train_refuses_too_many_folds_naming_the_class_before_ray_starts(tmp_path, capsys):
