@@ -39,8 +39,10 @@ BUCKET = f"cc-docs-{uuid.uuid4().hex[:8]}"
 KEY_ID, SECRET = "documented-key-id", "documented-secret-value"
 TOKEN = uuid.uuid4().hex
 SAMPLE = {"red": 40, "green": 40, "blue": 40}  # enough for 2 workers × 32 images a step
-INCOMING = {"red": 1500, "green": 1500, "blue": 1500}  # long enough to kill a scoring run part-way
-INCOMING_ROWS = sum(INCOMING.values())
+# The catalog every scoring entrypoint reads. The killed-night test grows it to LONG_NIGHT first,
+# long enough to kill a run part-way; the others need no more than a few files' worth of rows.
+INCOMING = {"red": 200, "green": 200, "blue": 200}
+LONG_NIGHT = {"red": 1500, "green": 1500, "blue": 1500}
 STAND_IN = Path(REPO).parent / "shared" / "weights" / "mobilenet_v2_1.0_no_top_imagenet_partial.weights.h5"
 KERAS_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 JOB_TIMEOUT = 1500
@@ -203,7 +205,9 @@ def assert_complete_scoring(bucket: Bucket, prefix: str) -> dict:
     run = bucket.json(f"{prefix}/run.json")
     assert run["status"] == "completed", run
     rows, ids = bucket.predictions(prefix)
-    assert rows == len(ids) == run["counts"]["in"] == run["counts"]["out"] == INCOMING_ROWS
+    expected = len([key for key in bucket.keys("catalogs/incoming/") if key.endswith(".png")])
+    assert expected >= sum(INCOMING.values())
+    assert rows == len(ids) == run["counts"]["in"] == run["counts"]["out"] == expected
     return run
 
 
@@ -276,9 +280,11 @@ def test_every_k8s_entrypoint_is_covered(k8s):
 def test_a_killed_scheduled_night_is_retried_into_every_row_exactly_once(world, k8s):
     """The RayCronJob's entrypoint, killed once its first prediction files landed, then submitted
     again as KubeRay's retry would: the same night's output, resumed, each row exactly once."""
-    cluster, bucket, _, _ = world
+    cluster, bucket, _, work = world
     command = k8s["RayCronJob/catalog-classifier-score-nightly"]
     bucket.delete("predictions/nightly/")
+    bucket.upload_tree(make_tree_catalog(str(work / "long-night"), LONG_NIGHT, seed=1), "catalogs/incoming")
+    long_night = sum(LONG_NIGHT.values())
     env = k8s_env(cluster, command)
     first = f"night-{uuid.uuid4().hex[:8]}"
     process = subprocess.Popen(
@@ -315,14 +321,15 @@ def test_a_killed_scheduled_night_is_retried_into_every_row_exactly_once(world, 
             )
         )
     )
-    assert 0 < killed_rows < INCOMING_ROWS, "the kill must land part-way"
+    assert 0 < killed_rows < long_night, "the kill must land part-way"
 
     retry = run_shell(kuberay_submit(command, cluster, f"night-{uuid.uuid4().hex[:8]}"), env)
     assert retry.returncode == 0
     (prefix,) = {key.split("/run.json")[0] for key in bucket.keys("predictions/nightly/") if key.endswith("run.json")}
     run = assert_complete_scoring(bucket, prefix)
     assert run["counts"]["resumed"] == killed_rows  # every file the killed run wrote is reused
-    assert run["counts"]["resumed"] + run["counts"]["scored_this_run"] == INCOMING_ROWS
+    assert run["counts"]["in"] == long_night
+    assert run["counts"]["resumed"] + run["counts"]["scored_this_run"] == long_night
     print(
         f"killed night: {killed_rows} rows written before the kill, {run['counts']['resumed']} reused, "
         f"{run['counts']['scored_this_run']} scored by the retry"

@@ -1,7 +1,8 @@
 """benchmarks.workers_accuracy runs end to end in its tiny mode: one row per training seed, each
 with its card's global batch and scaled learning rate, the CPU share training was granted, and the
 held-out catalog's scored figures with their intervals; a summary and a verdict per worker count.
-Slow: six tiny Ray Train runs, each scored."""
+Slow: four tiny Ray Train runs, each scored (4 workers, the slowest on 2 cores, are left to the
+unit tests of `--rows` and to the benchmark itself)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_workers_accuracy_tiny_records_each_rows_global_batch_rate_and_figures(t
     from benchmarks.common import shape_labels
 
     output = tmp_path / "workers.json"
-    assert workers_accuracy.main(["--tiny", "--rows", "1:linear,2:none,4:linear", "--output", str(output)]) == 0
+    assert workers_accuracy.main(["--tiny", "--rows", "1:linear,2:none", "--output", str(output)]) == 0
     report = json.loads(output.read_text())
     rows = report["rows"]
     assert sorted((row["workers"], row["learning_rate_scaling"], row["seed"]) for row in rows) == [
@@ -25,8 +26,6 @@ def test_workers_accuracy_tiny_records_each_rows_global_batch_rate_and_figures(t
         (1, "linear", 43),
         (2, "none", 42),
         (2, "none", 43),
-        (4, "linear", 42),
-        (4, "linear", 43),
     ]
     for row in rows:
         workers = row["workers"]
@@ -40,11 +39,9 @@ def test_workers_accuracy_tiny_records_each_rows_global_batch_rate_and_figures(t
         low, high = heldout["macro_f1_interval"]
         assert low <= heldout["macro_f1"] <= high and heldout["minority_f1_interval"] is not None
     summary = {(entry["workers"], entry["learning_rate_scaling"]): entry for entry in report["summary"]}
-    assert set(summary) == {(1, "linear"), (2, "none"), (4, "linear")}
-    assert (
-        len(summary[(4, "linear")]["macro_f1"]["values"]) == 2 and summary[(4, "linear")]["macro_f1"]["std"] is not None
-    )
+    assert set(summary) == {(1, "linear"), (2, "none")}
+    assert len(summary[(2, "none")]["macro_f1"]["values"]) == 2 and summary[(2, "none")]["macro_f1"]["std"] is not None
     verdicts = {(item["workers"], item["learning_rate_scaling"]): item for item in report["verdicts"]}
-    assert set(verdicts) == {(2, "none"), (4, "linear")}
-    assert verdicts[(4, "linear")]["macro_f1"]["verdict"] in ("same within noise", "differs")
+    assert set(verdicts) == {(2, "none")}
+    assert verdicts[(2, "none")]["macro_f1"]["verdict"] in ("same within noise", "differs")
     assert "Welch" in report["verdict_rule"]
