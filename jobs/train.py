@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="Ray Train workers")
     parser.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker")
     parser.add_argument("--epochs", type=int, help="custom_cnn epochs and the pretrained models' head epochs")
-    parser.add_argument("--image-size", type=int, help="square input size in pixels")
+    parser.add_argument(
+        "--image-size", type=int, help="input side in pixels for every model (default: each model's registry size)"
+    )
     parser.add_argument("--weights", help="pretrained base weights: imagenet, none, or a file path/s3:// URI")
     parser.add_argument(
         "--extra-labels", help="reviewed labels (Label Studio JSON export or review CSV) added to training only"

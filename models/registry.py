@@ -17,7 +17,8 @@ from models.spec import InputSpec
 class BackboneDefaults:
     """What a pretrained backbone was measured to need; the README's image-size table is the source.
 
-    The config's values apply to every model in a run; these say what to set per backbone.
+    `image_size` is the side the backbone trains at when the run's `model.image_size` is null (the
+    default); the epochs and layers say what to set per run (the config's apply to every model).
     """
 
     image_size: int
@@ -49,6 +50,17 @@ class ModelEntry:
         """Head first, then fine-tune the top of a pretrained base."""
         return self.unfreeze_top is not None
 
+    def image_size_for(self, configured: int | None) -> int:
+        """The side this model trains at: the run's `model.image_size` when set, else the measured
+        backbone default, else `SCRATCH_IMAGE_SIZE`."""
+        if configured is not None:
+            return configured
+        return self.defaults.image_size if self.defaults is not None else SCRATCH_IMAGE_SIZE
+
+
+# A model trained from scratch has no measured size: the study's 224 px, what ImageNet-sized
+# product photos are usually scaled to.
+SCRATCH_IMAGE_SIZE = 224
 
 # Both pretrained bases shrink their input 32 times: 96 px is the cheapest size whose last feature
 # map is 3×3, not 2×2 (benchmarks/backbone_image_size.py); epochs and layers are the config's.
@@ -86,6 +98,15 @@ def get_entry(name: str) -> ModelEntry:
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown model name {name!r}; choose from {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[name]
+
+
+def image_sizes(names: tuple[str, ...], configured: int | None) -> dict[str, int]:
+    """{model name: the side it trains at} for one run (see `ModelEntry.image_size_for`).
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    return {name: get_entry(name).image_size_for(configured) for name in names}
 
 
 def build_model(

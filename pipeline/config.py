@@ -58,7 +58,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     names: tuple[str, ...] = ("custom_cnn", "mobilenet_v2")
-    image_size: int = 224
+    # Input side in pixels for every model of the run. None: each model's registry size (96 px for
+    # the pretrained bases, measured; 224 px for the CNN), so one run can train both at their own.
+    image_size: int | None = None
     # "imagenet", "none", or a local/s3:// weights file for the base. "imagenet" is a Keras download
     # for mobilenet_v2 and the pip-installed checkpoint for efficientnet_lite0 (a file: a legacy
     # PyTorch state dict for efficientnet_lite0, a Keras no-top weights file for mobilenet_v2).
@@ -75,7 +77,12 @@ class ModelConfig:
             self.names,
             "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0",
         )
-        _check(32 <= self.image_size <= 1024, "model.image_size", self.image_size, "32..1024")
+        _check(
+            self.image_size is None or 32 <= self.image_size <= 1024,
+            "model.image_size",
+            self.image_size,
+            "32..1024, or null for each model's registry size",
+        )
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "0 <= x < 1")
         _check(bool(self.weights), "model.weights", self.weights, "imagenet, none or a weights-file URI")
 

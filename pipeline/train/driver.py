@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from models import get_entry
+from models import get_entry, image_sizes
 from pipeline import artifacts, intervals, reports, storage
 from pipeline.artifacts import WeightsChoice
 from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
@@ -111,11 +111,13 @@ def prepare_training(
             f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
         )
     weights = {}
+    sizes = image_sizes(config.model.names, config.model.image_size)
+    logger.info("image sizes: %s", ", ".join(f"{name} {size} px" for name, size in sizes.items()))
     for name in config.model.names:
         check_weights = get_entry(name).check_weights
         if check_weights is not None:
             weights[name] = artifacts.resolve_weights(
-                config.model.weights, config.model.weights_fallback, config.model.image_size, check_weights
+                config.model.weights, config.model.weights_fallback, sizes[name], check_weights
             )
             logger.info("%s weights: %s", name, weights[name].source)
     storage.check_writable(output_uri)
@@ -165,41 +167,27 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     else:
         class_weights = np.ones(len(plan.label_index), dtype=np.float32)
     logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
-    seed = config.training_seed
-    datasets, skipped = build_datasets(
-        training_frame,
-        plan.label_index,
-        config.model.image_size,
-        config.data,
-        config.augment,
-        config.train.imbalance,
-        seed,
-    )
-    global_batch_size = config.train.batch_size_per_worker * config.resources.workers
-    train_images = len(train_indices) - skipped["train"]
-    if config.train.imbalance in ("oversample", "both"):
-        train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
-    warmup = warmup_steps(train_images, global_batch_size, config.train.warmup_epochs)
+    sizes = image_sizes(config.model.names, config.model.image_size)
+    # One decoded set of splits per distinct size: models that share a size share the decoding.
+    decoded: dict[int, tuple[dict[str, ray.data.Dataset], dict[str, int]]] = {}
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
     for name in config.model.names:
-        entry = get_entry(name)
-        worker_config = WorkerConfig(
-            model_name=name,
-            num_classes=len(plan.label_index),
-            image_size=config.model.image_size,
-            # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
-            two_phase=entry.two_phase and name in plan.weights and plan.weights[name].uri is not None,
-            weights=plan.weights[name].uri if name in plan.weights else None,
-            dropout=config.model.dropout,
-            class_weights=tuple(float(w) for w in class_weights),
-            train=config.train,
-            workers=config.resources.workers,
-            cpus_per_worker=config.resources.cpus_per_worker,
-            gpu=config.resources.gpu,
-            seed=seed,
-            warmup_steps=warmup,
-        )
+        if sizes[name] not in decoded:
+            decoded[sizes[name]] = build_datasets(
+                training_frame,
+                plan.label_index,
+                sizes[name],
+                config.data,
+                config.augment,
+                config.train.imbalance,
+                config.training_seed,
+            )
+        datasets, skipped = decoded[sizes[name]]
+        train_images = len(train_indices) - skipped["train"]
+        if config.train.imbalance in ("oversample", "both"):
+            train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
+        worker_config = _worker_config(plan, name, sizes[name], class_weights, train_images)
         started = time.perf_counter()
         run_name = f"{plan.run_name}-{name}"
         result = fit(name, datasets, worker_config, config.resources, storage_path, run_name)
@@ -216,6 +204,30 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     if len(results) > 1:
         write_comparison(plan.output_uri, results, plan.label_index.class_names)
     return results
+
+
+def _worker_config(
+    plan: TrainingPlan, name: str, image_size: int, class_weights: np.ndarray, train_images: int
+) -> WorkerConfig:
+    """What each Ray Train worker needs to train `name`; `train_images` sets the warm-up's length."""
+    config = plan.config
+    global_batch_size = config.train.batch_size_per_worker * config.resources.workers
+    return WorkerConfig(
+        model_name=name,
+        num_classes=len(plan.label_index),
+        image_size=image_size,
+        # A randomly initialised base has nothing to fine-tune: it trains in one phase, fully.
+        two_phase=get_entry(name).two_phase and name in plan.weights and plan.weights[name].uri is not None,
+        weights=plan.weights[name].uri if name in plan.weights else None,
+        dropout=config.model.dropout,
+        class_weights=tuple(float(w) for w in class_weights),
+        train=config.train,
+        workers=config.resources.workers,
+        cpus_per_worker=config.resources.cpus_per_worker,
+        gpu=config.resources.gpu,
+        seed=config.training_seed,
+        warmup_steps=warmup_steps(train_images, global_batch_size, config.train.warmup_epochs),
+    )
 
 
 def _predict_dataset(
@@ -361,7 +373,7 @@ def _model_card(
         name=run.name,
         version=version,
         class_names=tuple(class_names),
-        input=entry.input_spec(plan.config.model.image_size),
+        input=entry.input_spec(worker_config.image_size),
         weights_source=weights_source,
         onnx=onnx,
         calibration=held_out.calibration,

@@ -166,9 +166,14 @@ def _train_and_predict(
     run_name: str,
     predict: Predict,
 ) -> tuple[np.ndarray, np.ndarray]:
-    model, train = config.model, config.train
     datasets, _ = build_datasets(
-        rows, label_index, model.image_size, config.data, config.augment, train.imbalance, worker_config.seed
+        rows,
+        label_index,
+        worker_config.image_size,
+        config.data,
+        config.augment,
+        config.train.imbalance,
+        worker_config.seed,
     )
     result = fit(worker_config.model_name, datasets, worker_config, config.resources, storage_path, run_name)
     if result.error:

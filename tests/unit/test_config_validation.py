@@ -38,7 +38,7 @@ RANGES = [
     ("data.max_image_pixels", [0], [1], "> 0"),
     ("data.rows_per_block", [0], [1], "> 0"),
     ("model.names", [()], [("custom_cnn",)], "one or more of custom_cnn, mobilenet_v2, efficientnet_lite0"),
-    ("model.image_size", [31, 1025], [32, 1024], "32..1024"),
+    ("model.image_size", [31, 1025], [None, 32, 1024], "32..1024, or null for each model's registry size"),
     ("model.dropout", [-0.01, 1.0], [0, 0.99], "0 <= x < 1"),
     ("model.weights", [""], ["none"], "imagenet, none or a weights-file URI"),
     *[

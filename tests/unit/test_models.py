@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import MODEL_BUILDERS, build_model, efficientnet_lite0, get_entry, mobilenet_v2
-from models.registry import BackboneDefaults
+from models.registry import PRETRAINED_DEFAULTS, SCRATCH_IMAGE_SIZE, BackboneDefaults, image_sizes
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
@@ -121,3 +121,16 @@ def test_every_pretrained_backbone_records_defaults_that_avoid_a_2x2_final_map(n
     final_map = BACKBONES[name].base_model(model).output.shape[1]
     assert final_map >= 3
     assert defaults.head_epochs > 0 and defaults.fine_tune_epochs > 0 and defaults.fine_tune_layers > 0
+
+
+def test_a_null_image_size_trains_each_model_at_its_registry_size_and_a_set_one_applies_to_all():
+    names = ("custom_cnn", "mobilenet_v2", "efficientnet_lite0")
+    assert image_sizes(names, None) == {
+        "custom_cnn": SCRATCH_IMAGE_SIZE,
+        "mobilenet_v2": PRETRAINED_DEFAULTS.image_size,
+        "efficientnet_lite0": PRETRAINED_DEFAULTS.image_size,
+    }
+    assert PRETRAINED_DEFAULTS.image_size != SCRATCH_IMAGE_SIZE  # else the test above proves nothing
+    assert image_sizes(names, 64) == dict.fromkeys(names, 64)
+    with pytest.raises(ValueError, match="unknown model name 'resnet'"):
+        image_sizes(("resnet",), None)
