@@ -8,6 +8,7 @@ held-out catalog with `prepare_scoring` + `score` and reads the run's evaluation
 macro-F1 and the F1 of the smallest training class, each with its 95% bootstrap interval over
 images. The card's internal test split figures are kept beside them. `batch_size_per_worker` is
 fixed, so the global batch grows with the workers; `linear` scales the learning rates with it.
+`fixed` instead keeps the global batch at 32 (`train.global_batch_size`), split over the workers.
 Training gets 1 CPU in all (`resources.cpus_per_worker` = 1 / workers on the 2-CPU local Ray,
 leaving 1 CPU to Ray Data); each row records the share `pipeline.resources.fit_training` granted.
 
@@ -48,7 +49,10 @@ from benchmarks.common import REPO, make_labelled_catalog
 SAMPLE_CATALOG = os.path.join(REPO, "data", "sample_catalog")
 DEFAULT_CACHE = os.path.join(REPO, "outputs", "cache")
 ROWS = "1:linear,2:linear,4:linear"
-SCALINGS = ("linear", "none")
+# "fixed": `train.global_batch_size` = the study's batch of 32 (what 1 worker takes), split over
+# the workers, at the configured learning rates (no scaling needed: the steps do not change).
+SCALINGS = ("linear", "none", "fixed")
+FIXED_GLOBAL_BATCH = 32
 # The local Ray this benchmark starts, and the CPUs training shares (the rest feeds Ray Data).
 RAY_CPUS = 2
 TRAINING_CPUS = 1.0
@@ -91,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="JSON file for the figures")
     parser.add_argument("--catalog", default=SAMPLE_CATALOG, help="labelled catalog (default data/sample_catalog)")
     parser.add_argument("--models", default="custom_cnn", help="comma-separated models (default custom_cnn)")
-    parser.add_argument("--rows", default=ROWS, help=f"workers:scaling pairs, scaling linear|none (default {ROWS})")
+    parser.add_argument(
+        "--rows", default=ROWS, help=f"workers:scaling pairs, scaling linear|none|fixed (default {ROWS})"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="training seeds per row: --seed, +1, ... (default 3)")
     parser.add_argument(
         "--heldout",
@@ -122,7 +128,9 @@ def parse_rows(text: str) -> tuple[Row, ...]:
     for pair in (item.strip() for item in text.split(",") if item.strip()):
         workers, _, scaling = pair.partition(":")
         if not workers.isdigit() or int(workers) < 1 or scaling not in SCALINGS:
-            raise ValueError(f"--rows: {pair!r} is not workers:scaling; use e.g. 1:linear,2:none (scaling linear|none)")
+            raise ValueError(
+                f"--rows: {pair!r} is not workers:scaling; use e.g. 1:linear,2:none,4:fixed (scaling linear|none|fixed)"
+            )
         rows.append(Row(int(workers), scaling))
     if not rows or len(set(rows)) != len(rows):
         raise ValueError(f"--rows {text!r}: give at least one pair, each once (e.g. {ROWS})")
@@ -196,7 +204,12 @@ def row_overrides(model: str, row: Row, seed: int, settings: Settings) -> list[s
     """The `--set` overrides one row trains and scores with."""
     # custom_cnn reads no weights; "none" keeps prepare_training from resolving MobileNetV2's.
     weights = settings.weights if model == "mobilenet_v2" else "none"
+    if row.scaling == "fixed":
+        batching = ["train.learning_rate_scaling=none", f"train.global_batch_size={FIXED_GLOBAL_BATCH}"]
+    else:
+        batching = [f"train.learning_rate_scaling={row.scaling}"]
     return [
+        *batching,
         f"model.image_size={settings.image_size}",
         f"model.weights={weights}",
         "model.weights_fallback=null",
@@ -205,7 +218,6 @@ def row_overrides(model: str, row: Row, seed: int, settings: Settings) -> list[s
         f"train.head_epochs={settings.head_epochs}",
         f"train.fine_tune_epochs={settings.fine_tune_epochs}",
         f"train.transfer_patience={settings.head_epochs + settings.fine_tune_epochs}",
-        f"train.learning_rate_scaling={row.scaling}",
         f"data.seed={settings.split_seed}",
         f"train.seed={seed}",
         f"resources.workers={row.workers}",

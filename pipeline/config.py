@@ -132,11 +132,26 @@ class TrainConfig:
     # folds of train+validation, so a class with 2 validation images lends all its train+validation
     # images to the fit. The shipped model is still the one trained normally; training costs k+1 runs.
     calibration_folds: int = 0
+    # None: the global batch is batch_size_per_worker × workers, so adding workers adds throughput
+    # and `learning_rate_scaling` makes up for the fewer steps. Set: each worker takes
+    # global_batch_size / workers images a step, so any worker count takes the steps one worker
+    # takes at this batch, at the same learning rates (`reference_batch_size` defaults to it).
+    global_batch_size: int | None = None
 
     @property
     def reference_batch(self) -> int:
         """The global batch the learning rates are meant for (`reference_batch_size` resolved)."""
-        return self.batch_size_per_worker if self.reference_batch_size is None else self.reference_batch_size
+        if self.reference_batch_size is not None:
+            return self.reference_batch_size
+        return self.batch_size_per_worker if self.global_batch_size is None else self.global_batch_size
+
+    def batch_per_worker(self, workers: int) -> int:
+        """Images each worker takes per optimizer step."""
+        return self.batch_size_per_worker if self.global_batch_size is None else self.global_batch_size // workers
+
+    def global_batch(self, workers: int) -> int:
+        """Images per optimizer step over all workers."""
+        return self.batch_per_worker(workers) * workers
 
     def __post_init__(self) -> None:
         for key in ("epochs", "head_epochs", "batch_size_per_worker", "cnn_patience", "transfer_patience"):
@@ -187,6 +202,12 @@ class TrainConfig:
             "train.calibration_folds",
             self.calibration_folds,
             "0 (off: fit on the validation split) or 2..20 folds over train+validation",
+        )
+        _check(
+            self.global_batch_size is None or self.global_batch_size > 0,
+            "train.global_batch_size",
+            self.global_batch_size,
+            "a positive integer or null (= batch_size_per_worker × workers)",
         )
 
 
@@ -297,6 +318,16 @@ class JobConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+
+    def __post_init__(self) -> None:
+        fixed, workers = self.train.global_batch_size, self.resources.workers
+        _check(
+            fixed is None or fixed % workers == 0,
+            "train.global_batch_size",
+            fixed,
+            f"a multiple of resources.workers={workers}, so every worker takes the same batch "
+            "(or null for batch_size_per_worker × workers)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -102,13 +102,13 @@ def prepare_training(
     frame = make_split(frame, data.val_fraction, data.test_fraction, data.seed)
     check_folds(frame, config.train.calibration_folds)
     extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
-    needed = config.resources.workers * config.train.batch_size_per_worker
+    needed = config.train.global_batch(config.resources.workers)
     check_fold_steps(frame, config.train.calibration_folds, config.training_seed, needed)
     train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
     if train_rows < needed:
         raise ValueError(
-            f"the train split has {train_rows} images but one step needs workers × "
-            f"batch_size_per_worker = {needed}; lower --workers or train.batch_size_per_worker"
+            f"the train split has {train_rows} images but one step needs the global batch of {needed}; lower "
+            "--workers, train.batch_size_per_worker or train.global_batch_size"
         )
     weights = {}
     sizes = image_sizes(config.model.names, config.model.image_size)
@@ -211,7 +211,7 @@ def _worker_config(
 ) -> WorkerConfig:
     """What each Ray Train worker needs to train `name`; `train_images` sets the warm-up's length."""
     config = plan.config
-    global_batch_size = config.train.batch_size_per_worker * config.resources.workers
+    global_batch_size = config.train.global_batch(config.resources.workers)
     return WorkerConfig(
         model_name=name,
         num_classes=len(plan.label_index),
@@ -393,7 +393,7 @@ def _model_card(
                 else "single phase, all layers trainable"
             ),
             "workers": worker_config.workers,
-            "batch_size_per_worker": worker_config.train.batch_size_per_worker,
+            "batch_size_per_worker": worker_config.batch_size_per_worker,
             "global_batch_size": worker_config.global_batch_size,
             "seed": worker_config.seed,
             "learning_rates": _learning_rates(worker_config),

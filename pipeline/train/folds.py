@@ -75,8 +75,8 @@ def check_folds(frame: pd.DataFrame, folds: int) -> None:
 
 
 def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: int) -> None:
-    """Refuses folds whose smallest training part cannot fill one optimizer step (workers ×
-    batch_size_per_worker images), which would otherwise fail after the main model has trained.
+    """Refuses folds whose smallest training part cannot fill one optimizer step (`step_images`, the
+    global batch), which would otherwise fail after the main model has trained.
 
     Raises:
         ValueError: The smallest fold's training part, with the fix.
@@ -88,8 +88,8 @@ def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: in
     if smallest < step_images:
         raise ValueError(
             f"train.calibration_folds={folds}: the smallest fold trains on {smallest} images but one step needs "
-            f"workers × batch_size_per_worker = {step_images}; lower --workers, train.batch_size_per_worker "
-            "or train.calibration_folds"
+            f"the global batch (workers × batch_size_per_worker, or train.global_batch_size) = {step_images}; "
+            "lower --workers, train.batch_size_per_worker, train.global_batch_size or train.calibration_folds"
         )
 
 

@@ -76,8 +76,12 @@ class WorkerConfig:
         return cls(**values)
 
     @property
+    def batch_size_per_worker(self) -> int:
+        return self.train.batch_per_worker(self.workers)
+
+    @property
     def global_batch_size(self) -> int:
-        return self.train.batch_size_per_worker * self.workers
+        return self.train.global_batch(self.workers)
 
 
 @dataclass
@@ -284,7 +288,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger.info(
             "training %s: batch_size_per_worker=%d global_batch_size=%d workers=%d",
             settings.model_name,
-            settings.train.batch_size_per_worker,
+            settings.batch_size_per_worker,
             settings.global_batch_size,
             settings.workers,
         )
@@ -352,17 +356,16 @@ def _one_epoch(run: WorkerRun, phase: Phase, step: Any, optimizer: Any) -> dict[
     import keras
     import tensorflow as tf
 
-    train = run.settings.train
     started = time.perf_counter()
     loss_sum, correct, steps = 0.0, 0.0, 0
     shard = ray.train.get_dataset_shard("train")
-    for batch in shard.iter_tf_batches(batch_size=train.batch_size_per_worker, drop_last=True):
+    for batch in shard.iter_tf_batches(batch_size=run.settings.batch_size_per_worker, drop_last=True):
         loss, hits = step(batch[IMAGE], tf.cast(batch[LABEL_INDEX], tf.int32))
         loss_sum, correct, steps = loss_sum + float(loss), correct + float(hits), steps + 1
         run.beat()
     val_data = ray.train.get_dataset_shard("val")
     val_loss, val_accuracy, val_balanced_loss = _evaluate(
-        run.predict, val_data, train.batch_size_per_worker * 2, run.settings.num_classes, run.beat
+        run.predict, val_data, run.settings.batch_size_per_worker * 2, run.settings.num_classes, run.beat
     )
     return {
         "phase": phase.name,

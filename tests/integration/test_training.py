@@ -119,16 +119,22 @@ print(json.dumps({"accuracy": accuracy, "expected": card["test"]["accuracy"]}))
 
 
 def test_one_and_two_workers_build_the_same_architecture_and_both_learn(ray_local, catalog, tmp_path):
-    accuracies, architectures = {}, {}
+    """With `train.global_batch_size` fixed, 2 workers take half the batch each and as many
+    optimizer steps an epoch as 1 worker."""
+    accuracies, architectures, steps = {}, {}, {}
     for workers in (1, 2):
         output = str(tmp_path / f"w{workers}")
-        results = train(catalog, output, "train.epochs=4", workers=workers)
+        results = train(catalog, output, "train.epochs=4", "train.global_batch_size=16", workers=workers)
         accuracies[workers] = results["custom_cnn"]["test"]["accuracy"]
         model = load_keras_model(os.path.join(output, "custom_cnn"))
         architectures[workers] = [
             (layer.__class__.__name__, tuple(w.shape for w in layer.weights)) for layer in model.layers
         ]
+        card = json.load(open(os.path.join(output, "custom_cnn", "model_card.json")))
+        assert (card["batch_size_per_worker"], card["global_batch_size"]) == (16 // workers, 16)
+        steps[workers] = [row["steps"] for row in json.load(open(os.path.join(output, "custom_cnn", "history.json")))]
     assert architectures[1] == architectures[2]
+    assert steps[1] == steps[2] and steps[1][0] == 84 // 16  # 84 training images, the last part batch dropped
     assert accuracies[1] >= 0.8 and accuracies[2] >= 0.8  # chance is 1/3
 
 

@@ -49,6 +49,29 @@ def test_both_phases_of_a_two_worker_run_use_rates_scaled_from_the_single_worker
     assert unscaled[0].learning_rate == 1e-3
 
 
+def test_a_fixed_global_batch_splits_over_the_workers_and_keeps_the_configured_rates():
+    """`train.global_batch_size`: 1, 2 and 4 workers take the same steps at the same rates."""
+    for workers in (1, 2, 4):  # 64, not batch_size_per_worker's default of 32
+        settings = worker_config(workers, two_phase=True, global_batch_size=64)
+        assert settings.global_batch_size == 64 and settings.batch_size_per_worker == 64 // workers
+        assert {phase.name: phase.learning_rate for phase in plan_phases(settings)} == {"head": 1e-3, "fine_tune": 1e-5}
+    # An explicit reference batch still wins: the rates were chosen for 128, the batch is 64.
+    halved = plan_phases(worker_config(2, global_batch_size=64, reference_batch_size=128))
+    assert halved[0].learning_rate == pytest.approx(5e-4)
+    assert worker_config(2).batch_size_per_worker == 32  # unset: batch_size_per_worker as given
+
+
+def test_a_global_batch_the_workers_cannot_share_evenly_is_refused_naming_the_fix():
+    with pytest.raises(
+        ValueError, match=r"^train.global_batch_size=30 is invalid; allowed: a multiple of resources.workers=4"
+    ):
+        JobConfig.from_dict({"train": {"global_batch_size": 30}, "resources": {"workers": 4}})
+    assert (
+        JobConfig.from_dict({"train": {"global_batch_size": 32}, "resources": {"workers": 4}}).train.global_batch(4)
+        == 32
+    )
+
+
 def test_the_warm_up_ramps_from_the_configured_rate_to_the_scaled_one_and_keras_agrees():
     assert warmup_steps(train_images=1000, global_batch_size=64, warmup_epochs=1.0) == 15
     assert warmup_steps(train_images=1000, global_batch_size=64, warmup_epochs=0.0) == 0
@@ -83,6 +106,7 @@ def test_selection_and_its_minimum_are_config_keys_with_errors_that_name_them():
         ("learning_rate_scaling", "sqrt"),
         ("warmup_epochs", -1),
         ("reference_batch_size", 0),
+        ("global_batch_size", 0),
         ("seed", -1),
     ):
         with pytest.raises(ValueError, match=f"train.{key}="):

@@ -21,10 +21,20 @@ def _row(model: str, workers: int, seed: int, macro_f1: float, minority_f1: floa
 
 
 def test_rows_parse_and_bad_pairs_are_refused_naming_the_fix():
-    assert parse_rows("1:linear, 2:none,4:linear") == (Row(1, "linear"), Row(2, "none"), Row(4, "linear"))
+    assert parse_rows("1:linear, 2:none,4:fixed") == (Row(1, "linear"), Row(2, "none"), Row(4, "fixed"))
     for bad in ("2:sqrt", "0:linear", "two:linear", "1:linear,1:linear", ""):
         with pytest.raises(ValueError, match="--rows"):
             parse_rows(bad)
+
+
+def test_a_fixed_row_splits_the_study_batch_over_its_workers_at_unscaled_rates():
+    settings = workers_accuracy.Settings(
+        "catalog", "heldout", "note", ("custom_cnn",), (Row(4, "fixed"),), (42,), 42, 32, 1, 1, 1, "none"
+    )
+    overrides = workers_accuracy.row_overrides("custom_cnn", Row(4, "fixed"), 42, settings)
+    assert "train.global_batch_size=32" in overrides and "train.learning_rate_scaling=none" in overrides
+    linear = workers_accuracy.row_overrides("custom_cnn", Row(4, "linear"), 42, settings)
+    assert "train.learning_rate_scaling=linear" in linear and not any("global_batch" in item for item in linear)
 
 
 def test_seeds_within_noise_are_the_same_and_a_clear_gap_differs():
