@@ -23,6 +23,7 @@ it with the difference of the means and the std. Under 2 seeds per side there is
     python -m benchmarks.workers_accuracy --models custom_cnn,mobilenet_v2 --seeds 3 --output w.json
     python -m benchmarks.workers_accuracy --rows 1:linear,2:none,2:linear,4:linear --output w.json
     python -m benchmarks.workers_accuracy --models mobilenet_v2 --weights base.h5 --head-epochs 4 --output w.json
+    python -m benchmarks.workers_accuracy --rows 2:fixed,4:fixed --append --output w.json  # adds rows to w.json
     python -m benchmarks.workers_accuracy --tiny --output tiny.json   # CI: generated catalogs, 1 epoch, 2 seeds
 
 The held-out catalog is `--heldout`, else 1,000 Fashion-MNIST test images per class built once
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-epochs", type=int, default=4, help="pretrained MobileNetV2: head epochs")
     parser.add_argument("--fine-tune-epochs", type=int, default=2, help="pretrained MobileNetV2: fine-tune epochs")
     parser.add_argument("--seed", type=int, default=42, help="the split's seed (data.seed) and the first train.seed")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows --output already holds (same settings) and run only the missing ones",
+    )
     parser.add_argument("--tiny", action="store_true", help="CI smoke: generated catalogs, 32 px, 1 epoch, 2 seeds")
     return parser
 
@@ -428,20 +434,35 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         import ray
 
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
         try:
-            rows = []
-            for model in settings.models:
-                for row in settings.rows:
-                    for seed in settings.seeds:
-                        rows.append(run_row(model, row, seed, settings))
-                        print(json.dumps(rows[-1]), flush=True)
+            rows = _earlier_rows(args, settings)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        done = {(row["model"], row["workers"], row["learning_rate_scaling"], row["seed"]) for row in rows}
+        pending = [
+            (model, row, seed)
+            for model in settings.models
+            for row in settings.rows
+            for seed in settings.seeds
+            if (model, row.workers, row.scaling, seed) not in done
+        ]
+        if pending:
+            ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
+        try:
+            for model, row, seed in pending:
+                rows.append(run_row(model, row, seed, settings))
+                print(json.dumps(rows[-1]), flush=True)
         finally:
             ray.shutdown()
     summary = summarize(rows)
     judged = verdicts(summary)
+    described = _described(settings, args)
+    described["models"] = list(dict.fromkeys(row["model"] for row in rows))
+    described["rows"] = list(dict.fromkeys(f"{row['workers']}:{row['learning_rate_scaling']}" for row in rows))
+    described["seeds"] = sorted({row["seed"] for row in rows})
     report = {
-        "settings": _described(settings, args),
+        "settings": described,
         "rows": rows,
         "summary": summary,
         "verdict_rule": RULE,
@@ -453,6 +474,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Settings an appended run must share with the rows already in --output.
+APPEND_KEYS = ("catalog", "heldout", "split_seed", "image_size", "epochs", "head_epochs", "fine_tune_epochs", "weights")
+
+
+def _earlier_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+    """With --append, the rows --output already holds.
+
+    Raises:
+        ValueError: Those rows were run with other settings, named.
+    """
+    if not args.append or not os.path.exists(args.output):
+        return []
+    with open(args.output) as handle:
+        earlier = json.load(handle)
+    mine = _described(settings, args)
+    differ = [key for key in APPEND_KEYS if earlier["settings"].get(key) != mine[key]]
+    if differ:
+        raise ValueError(f"--append: {args.output} holds rows run with other {differ}; use another --output")
+    rows: list[dict[str, Any]] = earlier["rows"]
+    return rows
+
+
 def _described(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """The settings as the report shows them: paths relative to the repository, generated ones named so."""
     described = asdict(settings)
@@ -460,6 +503,8 @@ def _described(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     generated = args.tiny and args.heldout is None
     described["heldout"] = "generated" if generated else os.path.relpath(settings.heldout, REPO)
     described["rows"] = [f"{row.workers}:{row.scaling}" for row in settings.rows]
+    # A weights file by its name only: the report must not cite a path of the machine it ran on.
+    described["weights"] = os.path.basename(settings.weights) if os.path.isfile(settings.weights) else settings.weights
     described["training_cpus"] = TRAINING_CPUS
     described["ray_cpus"] = RAY_CPUS
     return described

@@ -3,9 +3,13 @@ held-out macro-F1, and bad flags refused with exit 2 before any work."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from benchmarks import workers_accuracy
+from benchmarks.common import REPO
 from benchmarks.workers_accuracy import Row, compare, parse_rows, summarize, verdicts
 
 
@@ -83,3 +87,30 @@ def test_bad_flags_exit_2_naming_the_flag_before_any_work(flags, named, tmp_path
     assert workers_accuracy.main([*flags, "--output", str(tmp_path / "w.json")]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "w.json").exists()
+
+
+def test_append_keeps_the_rows_already_run_and_refuses_rows_run_with_other_settings(tmp_path, capsys):
+    """`--append` with every row already in --output runs nothing (no Ray) and re-judges them; the
+    same file with another image size is refused before any work."""
+    output = tmp_path / "w.json"
+    flags = ["--heldout", os.path.join(REPO, "data", "heldout_catalog"), "--rows", "1:linear,4:fixed", "--seeds", "2"]
+    rows = [
+        {**_row("custom_cnn", workers, seed, 0.8 + seed / 100, 0.7), "learning_rate_scaling": scaling}
+        for workers, scaling in ((1, "linear"), (4, "fixed"))
+        for seed in (42, 43)
+    ]
+    earlier = {"settings": {**_settings(flags, output), "image_size": 48}, "rows": rows}
+    output.write_text(json.dumps(earlier))
+    assert workers_accuracy.main([*flags, "--append", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["rows"] == rows and report["settings"]["rows"] == ["1:linear", "4:fixed"]
+    (judged,) = report["verdicts"]
+    assert judged["learning_rate_scaling"] == "fixed" and judged["against"]["learning_rate_scaling"] == "linear"
+    assert workers_accuracy.main([*flags, "--image-size", "32", "--append", "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert "--append" in err and "'image_size'" in err
+
+
+def _settings(flags: list[str], output: object) -> dict:
+    args = workers_accuracy.build_parser().parse_args([*flags, "--output", str(output)])
+    return workers_accuracy._described(workers_accuracy.settings_from_args(args, "unused"), args)
