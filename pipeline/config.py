@@ -153,6 +153,12 @@ class TrainConfig:
         """Images per optimizer step over all workers."""
         return self.batch_per_worker(workers) * workers
 
+    def smaller_batch_fix(self) -> str:
+        """What shrinks the global batch: with `global_batch_size` set, the worker count does not."""
+        if self.global_batch_size is not None:
+            return "lower train.global_batch_size"
+        return "lower --workers or train.batch_size_per_worker, or set a smaller train.global_batch_size"
+
     def __post_init__(self) -> None:
         for key in ("epochs", "head_epochs", "batch_size_per_worker", "cnn_patience", "transfer_patience"):
             _check(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive integer")

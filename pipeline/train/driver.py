@@ -103,12 +103,14 @@ def prepare_training(
     check_folds(frame, config.train.calibration_folds)
     extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
     needed = config.train.global_batch(config.resources.workers)
-    check_fold_steps(frame, config.train.calibration_folds, config.training_seed, needed)
+    check_fold_steps(
+        frame, config.train.calibration_folds, config.training_seed, needed, config.train.smaller_batch_fix()
+    )
     train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
     if train_rows < needed:
         raise ValueError(
-            f"the train split has {train_rows} images but one step needs the global batch of {needed}; lower "
-            "--workers, train.batch_size_per_worker or train.global_batch_size"
+            f"the train split has {train_rows} images but one step needs the global batch of {needed}; "
+            f"{config.train.smaller_batch_fix()}"
         )
     weights = {}
     sizes = image_sizes(config.model.names, config.model.image_size)

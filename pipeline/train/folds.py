@@ -74,9 +74,10 @@ def check_folds(frame: pd.DataFrame, folds: int) -> None:
         )
 
 
-def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: int) -> None:
+def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: int, batch_fix: str) -> None:
     """Refuses folds whose smallest training part cannot fill one optimizer step (`step_images`, the
-    global batch), which would otherwise fail after the main model has trained.
+    global batch), which would otherwise fail after the main model has trained. `batch_fix`
+    (`TrainConfig.smaller_batch_fix`) says what shrinks that batch.
 
     Raises:
         ValueError: The smallest fold's training part, with the fix.
@@ -89,7 +90,7 @@ def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: in
         raise ValueError(
             f"train.calibration_folds={folds}: the smallest fold trains on {smallest} images but one step needs "
             f"the global batch (workers × batch_size_per_worker, or train.global_batch_size) = {step_images}; "
-            "lower --workers, train.batch_size_per_worker, train.global_batch_size or train.calibration_folds"
+            f"{batch_fix}, or lower train.calibration_folds"
         )
 
 

@@ -63,10 +63,32 @@ def test_a_class_with_fewer_train_and_validation_images_than_folds_is_refused_by
 def test_folds_whose_smallest_training_part_cannot_fill_one_step_are_refused():
     """36 train+val images in 3 folds: each fold trains on 24, so a 24-image step fits and 25 does not."""
     frame = catalog_frame({"shoe": {"train": 20, "val": 4, "test": 4}, "sandal": {"train": 10, "val": 2, "test": 2}})
-    check_fold_steps(frame, 3, seed=7, step_images=24)
-    check_fold_steps(frame, 0, seed=7, step_images=10_000)  # off: nothing to check
-    with pytest.raises(ValueError, match=r"smallest fold trains on 24 images but one step needs .* = 25"):
-        check_fold_steps(frame, 3, seed=7, step_images=25)
+    fix = "lower train.global_batch_size"
+    check_fold_steps(frame, 3, seed=7, step_images=24, batch_fix=fix)
+    check_fold_steps(frame, 0, seed=7, step_images=10_000, batch_fix=fix)  # off: nothing to check
+    with pytest.raises(ValueError, match=r"trains on 24 images but one step needs .* = 25; lower train.global"):
+        check_fold_steps(frame, 3, seed=7, step_images=25, batch_fix=fix)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fix", "not_suggested"),
+    [
+        (["train.batch_size_per_worker=16"], "lower --workers or train.batch_size_per_worker", None),
+        (["train.global_batch_size=32"], "lower train.global_batch_size", "--workers"),
+    ],
+)
+def test_jobs_train_refuses_a_global_batch_larger_than_the_train_split_naming_what_shrinks_it(
+    tmp_path, capsys, settings, fix, not_suggested
+):
+    """With a fixed global batch, fewer workers do not shrink the step: the refusal must not say so."""
+    catalog = make_tree_catalog(str(tmp_path / "catalog"), {"red": 8, "green": 8, "blue": 8})
+    output = tmp_path / "out"
+    argv = ["--catalog", catalog, "--output", str(output), "--workers", "2"]
+    assert train.main(argv + [arg for setting in settings for arg in ("--set", setting)]) == 2
+    err = capsys.readouterr().err
+    assert "one step needs the global batch of 32" in err and fix in err
+    assert not_suggested is None or not_suggested not in err
+    assert not ray.is_initialized() and not output.exists()
 
 
 def test_jobs_train_refuses_too_many_folds_naming_the_class_before_ray_starts(tmp_path, capsys):
