@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from models.spec import InputSpec
 
 if TYPE_CHECKING:
-    from models.registry import MODEL_BUILDERS, ModelEntry, build_model, get_entry, image_sizes
+    from models.registry import MODEL_BUILDERS, ModelEntry, build_model, get_entry, image_sizes, imbalances
 
-_REGISTRY_NAMES = ("MODEL_BUILDERS", "ModelEntry", "build_model", "get_entry", "image_sizes")
+_REGISTRY_NAMES = ("MODEL_BUILDERS", "ModelEntry", "build_model", "get_entry", "image_sizes", "imbalances")
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +25,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 
-__all__ = ["MODEL_BUILDERS", "InputSpec", "ModelEntry", "build_model", "get_entry", "image_sizes"]
+__all__ = ["MODEL_BUILDERS", "InputSpec", "ModelEntry", "build_model", "get_entry", "image_sizes", "imbalances"]

@@ -44,6 +44,9 @@ class ModelEntry:
     # do not fit; returns what the model card says about them.
     check_weights: Callable[[str, int], str] | None = None
     defaults: BackboneDefaults | None = None
+    # How training meets class imbalance when the run's `train.imbalance` is null (the default):
+    # one of "none", "class_weight", "oversample", "both" (`pipeline.config.IMBALANCE_STRATEGIES`).
+    imbalance: str = "class_weight"
 
     @property
     def two_phase(self) -> bool:
@@ -57,6 +60,11 @@ class ModelEntry:
             return configured
         return self.defaults.image_size if self.defaults is not None else SCRATCH_IMAGE_SIZE
 
+    def imbalance_for(self, configured: str | None) -> str:
+        """The imbalance strategy this model trains with: the run's `train.imbalance` when set,
+        else the model's measured default."""
+        return configured if configured is not None else self.imbalance
+
 
 # A model trained from scratch has no measured size: the study's 224 px, what ImageNet-sized
 # product photos are usually scaled to.
@@ -68,8 +76,14 @@ PRETRAINED_DEFAULTS = BackboneDefaults(
     image_size=96, head_epochs=10, fine_tune_epochs=5, fine_tune_layers=20, note="3×3 final map at 96 px"
 )
 
+# The CNN, trained from scratch, learns a class of 10 training images from oversampled, augmented
+# copies far better than from a 27× class weight on those 10: held-out macro-F1 0.93 against 0.87
+# at 96 px over three seeds, with the rare class's F1 0.89 against 0.74 (README Results). The
+# pretrained bases keep class weights, the strategy they were measured with.
+SCRATCH_IMBALANCE = "oversample"
+
 MODEL_BUILDERS: dict[str, ModelEntry] = {
-    "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec),
+    "custom_cnn": ModelEntry(custom_cnn.build_custom_cnn, custom_cnn.input_spec, imbalance=SCRATCH_IMBALANCE),
     "mobilenet_v2": ModelEntry(
         mobilenet_v2.build_mobilenet_v2,
         mobilenet_v2.input_spec,
@@ -107,6 +121,15 @@ def image_sizes(names: tuple[str, ...], configured: int | None) -> dict[str, int
         ValueError: An unknown name.
     """
     return {name: get_entry(name).image_size_for(configured) for name in names}
+
+
+def imbalances(names: tuple[str, ...], configured: str | None) -> dict[str, str]:
+    """{model name: the imbalance strategy it trains with} for one run (`ModelEntry.imbalance_for`).
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    return {name: get_entry(name).imbalance_for(configured) for name in names}
 
 
 def build_model(

@@ -99,7 +99,9 @@ class TrainConfig:
     batch_size_per_worker: int = 32
     cnn_patience: int = 5
     transfer_patience: int = 3
-    imbalance: str = "class_weight"
+    # None: each model's registry default (`models.registry.ModelEntry.imbalance`: oversample for
+    # the CNN, class weights for the pretrained bases, as measured); a strategy applies to every model.
+    imbalance: str | None = None
     max_failures: int = 1
     run_name: str | None = None
     # Checkpoints kept per model (the latest ones): enough to resume from. Keeping every epoch's
@@ -172,7 +174,10 @@ class TrainConfig:
             "0 < x < 1",
         )
         _check(
-            self.imbalance in IMBALANCE_STRATEGIES, "train.imbalance", self.imbalance, ", ".join(IMBALANCE_STRATEGIES)
+            self.imbalance is None or self.imbalance in IMBALANCE_STRATEGIES,
+            "train.imbalance",
+            self.imbalance,
+            ", ".join(IMBALANCE_STRATEGIES) + ", or null for each model's registry default",
         )
         _check(self.max_failures >= 0, "train.max_failures", self.max_failures, ">= 0")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "a positive integer")

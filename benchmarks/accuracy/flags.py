@@ -128,7 +128,7 @@ def settings_from_args(args: argparse.Namespace, command: str) -> Settings:
         cache_dir=args.cache_dir,
         image_size=TINY_IMAGE_SIZE if args.tiny else args.image_size,
         variants=TINY_VARIANTS if args.tiny else _list(args.variants),
-        cnn_imbalance=(default_imbalance(),) if args.tiny else _list(args.imbalance),
+        cnn_imbalance=(default_imbalance("custom_cnn"),) if args.tiny else _list(args.imbalance),
         mobilenet_imbalance=() if args.tiny else _list(args.mobilenet_imbalance),
         weights=args.weights,
         schedule=schedule,

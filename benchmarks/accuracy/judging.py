@@ -43,9 +43,8 @@ def _rows(results: dict, predicate: Callable[[Row], bool]) -> list[Row]:
 
 
 def _default_row(results: dict, variant: str) -> Row | None:
-    default = default_imbalance()
     rows = _rows(results, lambda r: r["variant"] == variant)
-    return next((r for r in rows if r["imbalance"] == default), rows[0] if rows else None)
+    return next((r for r in rows if r["imbalance"] == default_imbalance(r["model"])), rows[0] if rows else None)
 
 
 def _f1(row: Row) -> float:
@@ -159,7 +158,7 @@ def imbalance_choice(results: dict) -> dict[str, Any]:
             continue
         ranked = sorted(rows, key=lambda r: (r["heldout"]["macro_f1"], r["heldout"]["minority_f1"]), reverse=True)
         choice[variant] = {
-            "current_default": default_imbalance(),
+            "current_default": default_imbalance(rows[0]["model"]),
             "best_by_heldout": ranked[0]["imbalance"],
             "best_by_internal_test": max(rows, key=lambda r: r["internal_test"]["macro_f1"])["imbalance"],
             "ranking": [
@@ -174,7 +173,7 @@ def imbalance_choice(results: dict) -> dict[str, Any]:
             ],
             "margin_over_default": None,
         }
-        default = next((r for r in rows if r["imbalance"] == default_imbalance()), None)
+        default = next((r for r in rows if r["imbalance"] == default_imbalance(r["model"])), None)
         if default:
             choice[variant]["margin_over_default"] = ranked[0]["heldout"]["macro_f1"] - default["heldout"]["macro_f1"]
     return choice

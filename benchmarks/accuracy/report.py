@@ -43,7 +43,8 @@ def read_results(output: str) -> dict:
 
 def _row_order(row: dict) -> tuple:
     imbalance = row["imbalance"] if row["imbalance"] in IMBALANCE_STRATEGIES else ""
-    return (RUN_ORDER.index(row["variant"]), imbalance != default_imbalance(), imbalance, row.get("repeat", 1))
+    is_default = imbalance == default_imbalance(row["model"])
+    return (RUN_ORDER.index(row["variant"]), not is_default, imbalance, row.get("repeat", 1))
 
 
 def reliability_png(results: dict) -> bytes:

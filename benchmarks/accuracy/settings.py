@@ -6,6 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from models import get_entry
 from pipeline.config import IMBALANCE_STRATEGIES, TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,9 +79,10 @@ ALL_VARIANTS = RUN_ORDER
 TINY_VARIANTS = ("product_custom_cnn", "baseline_fixed_cnn")
 
 
-def default_imbalance() -> str:
-    """The product's default imbalance strategy: the row every target judges first."""
-    return TrainConfig().imbalance
+def default_imbalance(model: str) -> str:
+    """The product's default imbalance strategy for `model` (the registry's, unless the config
+    sets one for every model): the row every target judges first."""
+    return get_entry(model).imbalance_for(TrainConfig().imbalance)
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,10 @@ class Settings:
 
     def _single_rows(self) -> list[RowPlan]:
         strategies = {
-            "product_custom_cnn": _default_first(self.cnn_imbalance),
-            "product_mobilenet_v2": _default_first(self.mobilenet_imbalance),
-            "product_mobilenet_v2_scratch": [default_imbalance()],
-            "product_efficientnet_lite0": [default_imbalance()],
+            "product_custom_cnn": _default_first(self.cnn_imbalance, "custom_cnn"),
+            "product_mobilenet_v2": _default_first(self.mobilenet_imbalance, "mobilenet_v2"),
+            "product_mobilenet_v2_scratch": [default_imbalance("mobilenet_v2")],
+            "product_efficientnet_lite0": [default_imbalance("efficientnet_lite0")],
         }
         plan = []
         for name in RUN_ORDER:
@@ -239,8 +241,8 @@ class Settings:
         return plan
 
 
-def _default_first(strategies: tuple[str, ...]) -> list[str]:
-    default = default_imbalance()
+def _default_first(strategies: tuple[str, ...], model: str) -> list[str]:
+    default = default_imbalance(model)
     return sorted(strategies, key=lambda strategy: strategy != default)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from models import get_entry, image_sizes
+from models import get_entry, image_sizes, imbalances
 from pipeline import artifacts, intervals, reports, storage
 from pipeline.artifacts import WeightsChoice
 from pipeline.calibration import apply_temperature, choose_review_threshold, fit_temperature
@@ -115,6 +115,8 @@ def prepare_training(
     weights = {}
     sizes = image_sizes(config.model.names, config.model.image_size)
     logger.info("image sizes: %s", ", ".join(f"{name} {size} px" for name, size in sizes.items()))
+    strategies = imbalances(config.model.names, config.train.imbalance)
+    logger.info("imbalance: %s", ", ".join(f"{name} {strategy}" for name, strategy in strategies.items()))
     for name in config.model.names:
         check_weights = get_entry(name).check_weights
         if check_weights is not None:
@@ -164,32 +166,26 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     if plan.extra is not None:
         logger.info("extra labels: %d reviewed images join the train split only", len(plan.extra.rows))
     train_indices = plan.label_index.encode(training_frame.loc[training_frame[SPLIT] == "train", LABEL]).to_numpy()
-    if config.train.imbalance in ("class_weight", "both"):
-        class_weights = class_weight_vector(train_indices, len(plan.label_index))
-    else:
-        class_weights = np.ones(len(plan.label_index), dtype=np.float32)
-    logger.info("class weights (by class index): %s", dict(zip(plan.label_index.class_names, class_weights.round(3))))
     sizes = image_sizes(config.model.names, config.model.image_size)
-    # One decoded set of splits per distinct size: models that share a size share the decoding.
-    decoded: dict[int, tuple[dict[str, ray.data.Dataset], dict[str, int]]] = {}
+    strategies = imbalances(config.model.names, config.train.imbalance)
+    # One decoded set of splits per distinct size and strategy: models that share both share it.
+    decoded: dict[tuple[int, str], tuple[dict[str, ray.data.Dataset], dict[str, int]]] = {}
     storage_path = storage.join(plan.output_uri, "_ray_train")
     results = {}
     for name in config.model.names:
-        if sizes[name] not in decoded:
-            decoded[sizes[name]] = build_datasets(
+        key = (sizes[name], strategies[name])
+        if key not in decoded:
+            decoded[key] = build_datasets(
                 training_frame,
                 plan.label_index,
                 sizes[name],
                 config.data,
                 config.augment,
-                config.train.imbalance,
+                strategies[name],
                 config.training_seed,
             )
-        datasets, skipped = decoded[sizes[name]]
-        train_images = len(train_indices) - skipped["train"]
-        if config.train.imbalance in ("oversample", "both"):
-            train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
-        worker_config = _worker_config(plan, name, sizes[name], class_weights, train_images)
+        datasets, skipped = decoded[key]
+        worker_config = _worker_config(plan, name, sizes[name], strategies[name], train_indices, skipped["train"])
         started = time.perf_counter()
         run_name = f"{plan.run_name}-{name}"
         result = fit(name, datasets, worker_config, config.resources, storage_path, run_name)
@@ -208,12 +204,27 @@ def run_training(plan: TrainingPlan) -> dict[str, Any]:
     return results
 
 
+def _class_weights(imbalance: str, train_indices: np.ndarray, num_classes: int) -> np.ndarray:
+    if imbalance in ("class_weight", "both"):
+        return class_weight_vector(train_indices, num_classes)
+    return np.ones(num_classes, dtype=np.float32)
+
+
 def _worker_config(
-    plan: TrainingPlan, name: str, image_size: int, class_weights: np.ndarray, train_images: int
+    plan: TrainingPlan, name: str, image_size: int, imbalance: str, train_indices: np.ndarray, undecodable: int
 ) -> WorkerConfig:
-    """What each Ray Train worker needs to train `name`; `train_images` sets the warm-up's length."""
+    """What each Ray Train worker needs to train `name` with `imbalance` (resolved, never null).
+
+    `train_indices` (the train split's class ids) give the class weights and, with the
+    `undecodable` images left out, the epoch's length that sets the warm-up.
+    """
     config = plan.config
     global_batch_size = config.train.global_batch(config.resources.workers)
+    class_weights = _class_weights(imbalance, train_indices, len(plan.label_index))
+    logger.info("%s class weights: %s", name, dict(zip(plan.label_index.class_names, class_weights.round(3))))
+    train_images = len(train_indices) - undecodable
+    if imbalance in ("oversample", "both"):
+        train_images = int(np.bincount(train_indices).max()) * len(plan.label_index)
     return WorkerConfig(
         model_name=name,
         num_classes=len(plan.label_index),
@@ -224,6 +235,7 @@ def _worker_config(
         dropout=config.model.dropout,
         class_weights=tuple(float(w) for w in class_weights),
         train=config.train,
+        imbalance=imbalance,
         workers=config.resources.workers,
         cpus_per_worker=config.resources.cpus_per_worker,
         gpu=config.resources.gpu,
@@ -401,6 +413,7 @@ def _model_card(
             "learning_rates": _learning_rates(worker_config),
             "selection": plan.config.train.selection,
             "warnings": held_out.warnings,
+            "imbalance": worker_config.imbalance,
             "class_weights": dict(zip(class_names, map(float, worker_config.class_weights))),
             "epochs_run": len(history),
             "best_epoch": state["best_epoch"],

@@ -173,7 +173,7 @@ def _train_and_predict(
         worker_config.image_size,
         config.data,
         config.augment,
-        config.train.imbalance,
+        worker_config.imbalance,
         worker_config.seed,
     )
     result = fit(worker_config.model_name, datasets, worker_config, config.resources, storage_path, run_name)

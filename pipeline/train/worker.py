@@ -60,6 +60,9 @@ class WorkerConfig:
     gpu: bool
     # Seeds weight initialisation and dropout (`JobConfig.training_seed`).
     seed: int = 0
+    # The strategy this model's data and `class_weights` were made with: `train.imbalance`, or the
+    # model's registry default when that is null. The card records it.
+    imbalance: str = "class_weight"
     # Optimizer steps over which a scaled learning rate ramps up, per phase (`warmup_steps`).
     warmup_steps: int = 0
     # Name of the driver's `Heartbeat` actor that steps beat (pipeline/watchdog.py); None: no beats.

@@ -57,14 +57,15 @@ def train(catalog, output, *overrides, workers=2, models=("custom_cnn",), weight
 
 
 def test_two_workers_train_both_models_into_complete_reloadable_artifacts(ray_local, catalog, tmp_path):
-    """With `model.image_size` null each model trains, and is exported and measured, at its own
-    registry size in the same run."""
+    """With `model.image_size` and `train.imbalance` null each model trains, and is exported and
+    measured, at its own registry size and with its own imbalance strategy in the same run."""
     output = str(tmp_path / "models")
     results = train(catalog, output, "model.image_size=null", models=("custom_cnn", "mobilenet_v2"))
     for name in ("custom_cnn", "mobilenet_v2"):
         artifact = os.path.join(output, name)
         card = json.load(open(os.path.join(artifact, "model_card.json")))
         assert card["input"]["image_size"] == get_entry(name).image_size_for(None), name
+        assert card["imbalance"] == get_entry(name).imbalance_for(None), name
         assert load_keras_model(artifact).input_shape[1:3] == (card["input"]["image_size"],) * 2
         for file in ("model.keras", "model_card.json", "history.json", "curves.png", "split.csv"):
             assert os.path.getsize(os.path.join(artifact, file)) > 0, file

@@ -52,8 +52,8 @@ RANGES = [
     (
         "train.imbalance",
         ["magic"],
-        ["none", "class_weight", "oversample", "both"],
-        "none, class_weight, oversample, both",
+        ["none", "class_weight", "oversample", "both", None],
+        "none, class_weight, oversample, both, or null for each model's registry default",
     ),
     ("train.max_failures", [-1], [0], ">= 0"),
     ("train.keep_checkpoints", [0], [1], POSITIVE),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models import MODEL_BUILDERS, build_model, efficientnet_lite0, get_entry, mobilenet_v2
-from models.registry import PRETRAINED_DEFAULTS, SCRATCH_IMAGE_SIZE, BackboneDefaults, image_sizes
+from models.registry import PRETRAINED_DEFAULTS, SCRATCH_IMAGE_SIZE, BackboneDefaults, image_sizes, imbalances
+from pipeline.config import IMBALANCE_STRATEGIES, TrainConfig
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
@@ -134,3 +135,16 @@ def test_a_null_image_size_trains_each_model_at_its_registry_size_and_a_set_one_
     assert image_sizes(names, 64) == dict.fromkeys(names, 64)
     with pytest.raises(ValueError, match="unknown model name 'resnet'"):
         image_sizes(("resnet",), None)
+
+
+def test_a_null_imbalance_trains_each_model_with_its_measured_strategy_and_a_set_one_applies_to_all():
+    """The CNN oversamples (measured: README Results); the pretrained bases keep class weights."""
+    names = ("custom_cnn", "mobilenet_v2", "efficientnet_lite0")
+    assert imbalances(names, None) == {
+        "custom_cnn": "oversample",
+        "mobilenet_v2": "class_weight",
+        "efficientnet_lite0": "class_weight",
+    }
+    assert imbalances(names, "none") == dict.fromkeys(names, "none")
+    assert all(entry.imbalance in IMBALANCE_STRATEGIES for entry in MODEL_BUILDERS.values())
+    assert TrainConfig().imbalance is None  # the registry's strategies are the default
