@@ -103,9 +103,7 @@ def prepare_training(
     check_folds(frame, config.train.calibration_folds)
     extra = read_extra_labels(extra_labels_uri, label_index.class_names, frame) if extra_labels_uri else None
     needed = config.train.global_batch(config.resources.workers)
-    check_fold_steps(
-        frame, config.train.calibration_folds, config.training_seed, needed, config.train.smaller_batch_fix()
-    )
+    check_fold_steps(frame, config.train, config.resources.workers, config.training_seed)
     train_rows = int((frame[SPLIT] == "train").sum()) + (len(extra.rows) if extra else 0)
     if train_rows < needed:
         raise ValueError(

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from pipeline import artifacts
 from pipeline.catalog import LabelIndex
-from pipeline.config import JobConfig
+from pipeline.config import JobConfig, TrainConfig
 from pipeline.schema import LABEL
 from pipeline.splits import SPLIT
 from pipeline.train.data import build_datasets
@@ -74,14 +74,15 @@ def check_folds(frame: pd.DataFrame, folds: int) -> None:
         )
 
 
-def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: int, batch_fix: str) -> None:
-    """Refuses folds whose smallest training part cannot fill one optimizer step (`step_images`, the
-    global batch), which would otherwise fail after the main model has trained. `batch_fix`
-    (`TrainConfig.smaller_batch_fix`) says what shrinks that batch.
+def check_fold_steps(frame: pd.DataFrame, train: TrainConfig, workers: int, seed: int) -> None:
+    """Refuses folds (`train.calibration_folds`) whose smallest training part cannot fill one
+    optimizer step (the global batch of `workers`), which would otherwise fail after the main
+    model has trained.
 
     Raises:
         ValueError: The smallest fold's training part, with the fix.
     """
+    folds, step_images = train.calibration_folds, train.global_batch(workers)
     if not folds:
         return
     sizes = split_folds(frame, folds, seed).value_counts()
@@ -90,7 +91,7 @@ def check_fold_steps(frame: pd.DataFrame, folds: int, seed: int, step_images: in
         raise ValueError(
             f"train.calibration_folds={folds}: the smallest fold trains on {smallest} images but one step needs "
             f"the global batch (workers × batch_size_per_worker, or train.global_batch_size) = {step_images}; "
-            f"{batch_fix}, or lower train.calibration_folds"
+            f"{train.smaller_batch_fix()}, or lower train.calibration_folds"
         )
 
 

@@ -63,11 +63,11 @@ def test_a_class_with_fewer_train_and_validation_images_than_folds_is_refused_by
 def test_folds_whose_smallest_training_part_cannot_fill_one_step_are_refused():
     """36 train+val images in 3 folds: each fold trains on 24, so a 24-image step fits and 25 does not."""
     frame = catalog_frame({"shoe": {"train": 20, "val": 4, "test": 4}, "sandal": {"train": 10, "val": 2, "test": 2}})
-    fix = "lower train.global_batch_size"
-    check_fold_steps(frame, 3, seed=7, step_images=24, batch_fix=fix)
-    check_fold_steps(frame, 0, seed=7, step_images=10_000, batch_fix=fix)  # off: nothing to check
+    check_fold_steps(frame, TrainConfig(calibration_folds=3, global_batch_size=24), workers=1, seed=7)
+    off = TrainConfig(calibration_folds=0, global_batch_size=10_000)
+    check_fold_steps(frame, off, workers=1, seed=7)  # off: nothing to check
     with pytest.raises(ValueError, match=r"trains on 24 images but one step needs .* = 25; lower train.global"):
-        check_fold_steps(frame, 3, seed=7, step_images=25, batch_fix=fix)
+        check_fold_steps(frame, TrainConfig(calibration_folds=3, global_batch_size=25), workers=1, seed=7)
 
 
 @pytest.mark.parametrize(
